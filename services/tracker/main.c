@@ -1,0 +1,81 @@
+/*
+ * mm-tracker: wiring only. Per-thread PostgreSQL and Redis clients, the
+ * route table, and readiness = both stores connected.
+ */
+#include <unistd.h>
+#include "mm/log.h"
+#include "trk.h"
+
+static int trk_thread_init(mm_thread_t *thread)
+{
+    const trk_config_t *conf = mm_server_data(thread->server);
+    trk_thread_t *t = mm_xcalloc(1, sizeof(*t));
+    mm_err_t err;
+
+    t->conf = conf;
+    t->pg = mm_pg_new(thread->loop, conf->database_url);
+    if ((t->redis = mm_redis_new(thread->loop, conf->redis_url, &err)) == NULL) {
+        mm_error("MM_REDIS_URL: %s", err.msg);
+        mm_pg_free(t->pg);
+        free(t);
+        return -1;
+    }
+    thread->user = t;
+    return 0;
+}
+
+static void trk_thread_dispose(mm_thread_t *thread)
+{
+    trk_thread_t *t = thread->user;
+
+    if (t == NULL)
+        return;
+    mm_pg_free(t->pg);
+    mm_redis_free(t->redis);
+    free(t);
+}
+
+static int trk_ready(mm_thread_t *thread, const char **why)
+{
+    trk_thread_t *t = thread->user;
+
+    if (!mm_pg_is_up(t->pg)) {
+        *why = "PostgreSQL is not connected";
+        return 0;
+    }
+    if (!mm_redis_is_up(t->redis)) {
+        *why = "Redis is not connected";
+        return 0;
+    }
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    trk_config_t conf;
+    mm_server_t *server;
+    mm_err_t err;
+    int rc;
+
+    if ((rc = mm_config_main(argc, argv, "Matchmaker's tracker: registration, broadcasts and lookups (/api/relay).",
+                             trk_config_table, trk_config_table_len, &conf)) >= 0)
+        return rc;
+    mm_log_init("mm-tracker", conf.log_level);
+    if (conf.threads == 0)
+        conf.threads = sysconf(_SC_NPROCESSORS_ONLN) > 0 ? sysconf(_SC_NPROCESSORS_ONLN) : 1;
+    server = mm_server_new(&(mm_server_conf_t){.name = "mm-tracker",
+                                               .threads = (int)conf.threads,
+                                               .thread_init = trk_thread_init,
+                                               .thread_dispose = trk_thread_dispose,
+                                               .ready = trk_ready,
+                                               .data = &conf});
+    if (mm_server_listen(server, conf.listen, mm_server_routes_host(server, "tracker", trk_routes, trk_routes_len), NULL, 0,
+                         &err) != 0) {
+        mm_error("MM_TRACKER_LISTEN: %s", err.msg);
+        mm_server_free(server);
+        return 1;
+    }
+    rc = mm_server_run(server) == 0 ? 0 : 1;
+    mm_server_free(server);
+    return rc;
+}
