@@ -281,8 +281,14 @@ cat <<EOF
 Matchmaker is up: $MM_SERVER
   register the dev admin:
     curl --cacert $certs/ca.pem --cert $certs/admin.pem --key $certs/admin.key -X POST $MM_SERVER/api/relay/register -H 'content-type: application/json' -d '{}'
-  the operators' overview:
+EOF
+if [ -x "$bin_dir/mm-admin" ]; then
+    cat <<EOF
+  the operators' dashboard (JSON; in a browser, import the admin certificate):
     curl --cacert $certs/ca.pem --cert $certs/admin.pem --key $certs/admin.key $MM_SERVER/admin/api/overview
+EOF
+fi
+cat <<EOF
   clients' settings:  source $(rel "$run/env")
   logs:               $(rel "$run/log")/NAME.log
   stop it all:        make down
