@@ -1,0 +1,149 @@
+"""Shared fixtures of the integration suite: one PostgreSQL + Redis, one
+mm-tracker and one mm-gateway for the whole session (tests use unique emails
+and fresh keys, so they do not interfere); tests that need special settings
+start their own gateway through `start_gateway`.
+
+Run: MM_BUILD_DIR=$PWD/build /usr/bin/python3 -m pytest -q tests/integration
+Set MM_KEEP_TMP=1 to keep the run directory (logs, certificates, store
+files); it is kept anyway when a test failed.
+"""
+
+import os
+
+import pytest
+
+import mm
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed:
+        # What each live process logged during this test (all of it for
+        # processes the test started itself), at most the last 30 lines.
+        offsets = getattr(item, "_mm_log_offsets", {})
+        for p in list(mm.LIVE_PROCS):
+            text = mm.tail(p.log, 30, since=offsets.get(p.log, 0))
+            if text.strip():
+                rep.sections.append((f"log during the test: {p.name} (pid {p.p.pid}, {p.log})", text))
+
+
+_KEPT = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    for d in _KEPT:
+        terminalreporter.write_line(f"integration run directory kept (logs, certificates): {d}")
+
+
+@pytest.fixture(scope="session")
+def run_dir(request):
+    """The run's own short temp dir; kept when a test failed."""
+    d = mm.short_tmpdir("mmt")
+    yield d
+    if request.session.testsfailed or os.environ.get("MM_KEEP_TMP"):
+        _KEPT.append(d)
+    else:
+        mm.cleanup_dir(d)
+
+
+@pytest.fixture(scope="session")
+def certs(run_dir):
+    return mm.CertFactory(os.path.join(run_dir, "c"))
+
+
+@pytest.fixture(scope="session")
+def server_ca(certs):
+    """The CA the gateway's certificate chains to (clients pin it)."""
+    return certs.ca("srvca")
+
+
+@pytest.fixture(scope="session")
+def server_cert(certs, server_ca):
+    return certs.server(server_ca)
+
+
+@pytest.fixture(scope="session")
+def curl(server_ca, run_dir):
+    d = os.path.join(run_dir, "h")
+    os.makedirs(d, exist_ok=True)
+    return mm.Curl(server_ca.cert, d)
+
+
+@pytest.fixture
+def peer(certs):
+    """Makes a fresh client identity: peer(alg='p256', email=None, **kw).
+    The email defaults to a unique one."""
+
+    def make(alg="p256", email=None, **kw):
+        return certs.self_signed(email or mm.uniq_email(), alg=alg, **kw)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def stores(run_dir):
+    s = mm.Stores(os.path.join(run_dir, "s"))
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture(scope="session")
+def tracker(stores, run_dir):
+    t = mm.Tracker(stores, run_dir)
+    try:
+        t.start()
+        yield t
+    finally:
+        t.stop_checked()
+
+
+@pytest.fixture(scope="session")
+def gateway(tracker, server_cert, run_dir):
+    g = mm.Gateway(tracker.url, server_cert, run_dir)
+    try:
+        g.start()
+        yield g
+    finally:
+        g.stop_checked()
+
+
+@pytest.fixture
+def start_gateway(tracker, server_cert, run_dir):
+    """Starts an extra gateway in front of the shared tracker with extra
+    MM_* settings: start_gateway(MM_RATE_LIMIT=1, ...). Stopped (and checked
+    for a clean exit) after the test."""
+    started = []
+
+    def start(name="mm-gateway-x", **env):
+        g = mm.Gateway(tracker.url, server_cert, run_dir, name=f"{name}{len(started) + 1}", **env)
+        started.append(g)
+        return g.start()
+
+    yield start
+    errors = []
+    for g in started:
+        try:
+            g.stop_checked()
+        except AssertionError as e:
+            errors.append(str(e))
+    assert not errors, "\n".join(errors)
+
+
+@pytest.fixture(autouse=True)
+def _shared_processes_survive(request):
+    """No process may crash on any input (SPEC §8): after every test, every
+    process still registered as live must still run. Also notes where each
+    log stood when the test began, for the failure report."""
+    request.node._mm_log_offsets = {p.log: mm.log_size(p.log) for p in mm.LIVE_PROCS}
+    yield
+    dead = [p for p in mm.LIVE_PROCS if not p.alive()]
+    for p in dead:
+        mm.LIVE_PROCS.remove(p)
+    assert not dead, "; ".join(
+        f"{p.name} died during this test (exit {p.p.returncode}); log:\n{mm.tail(p.log)}" for p in dead
+    )

@@ -1,0 +1,958 @@
+"""Helpers for the integration tests: real stores, real binaries, certificates,
+HTTP through curl and Python's ssl module.
+
+Everything here uses the Python standard library and command-line tools that
+Debian ships (openssl, curl, psql, redis-cli); nothing is installed by pip.
+Every run gets its own temp dirs (short, for unix socket paths) and free
+ports, so two runs on one machine never collide.
+"""
+
+import contextlib
+import hashlib
+import http.client
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+STORES_SH = os.path.join(REPO, "deploy", "local", "stores.sh")
+MIGRATE_SH = os.path.join(REPO, "deploy", "local", "migrate.sh")
+
+# Every process started through this module, so a failing test can show
+# their logs (see conftest.pytest_runtest_makereport) and nothing outlives
+# the session.
+LIVE_PROCS = []
+
+
+# ---------------------------------------------------------------------------
+# small utilities
+
+
+def build_dir():
+    return os.environ.get("MM_BUILD_DIR") or os.path.join(REPO, "build")
+
+
+def binary(name):
+    """Path of build/bin/NAME; fails the test (never skips) when missing."""
+    path = os.path.join(build_dir(), "bin", name)
+    if not os.access(path, os.X_OK):
+        pytest.fail(
+            f"{name} not found at {path}: build it with `make` in {REPO} "
+            f"(or set MM_BUILD_DIR to the build directory)",
+            pytrace=False,
+        )
+    return path
+
+
+def require_script(path):
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"{path} is missing or not executable", pytrace=False)
+    return path
+
+
+def short_tmpdir(prefix="mmt"):
+    """A fresh directory under /tmp with a short name (unix socket paths
+    must stay under 108 bytes). World-traversable so that a store run as
+    the postgres user can reach a subdirectory of it."""
+    d = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    os.chmod(d, 0o755)
+    return d
+
+
+def free_port():
+    """A TCP port nobody listens on right now (bind to port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(cmd, *, check=True, input=None, timeout=60, env=None, cwd=None):
+    """Runs a command, returns CompletedProcess with text stdout/stderr."""
+    p = subprocess.run(
+        cmd,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
+    )
+    if check and p.returncode != 0:
+        raise AssertionError(
+            f"command failed ({p.returncode}): {' '.join(map(str, cmd))}\n"
+            f"stdout: {p.stdout}\nstderr: {p.stderr}"
+        )
+    return p
+
+
+def uniq_email(tag="peer", domain="example.com"):
+    return f"{tag}-{uuid.uuid4().hex[:12]}@{domain}"
+
+
+def log_size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def tail(path, lines=40, since=0):
+    """The last `lines` lines of a log, from byte offset `since` on."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(since, log_size(path) - 64 * 1024))
+            data = f.read()
+    except OSError as e:
+        return f"({path}: {e})"
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+
+
+def wait_for(pred, timeout=10.0, interval=0.1, what="condition"):
+    """Polls pred() until it returns a truthy value; returns it, or fails."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            last = pred()
+        except Exception as e:  # noqa: BLE001 - keep polling, report the last error
+            last = e
+        if last and not isinstance(last, Exception):
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+        time.sleep(interval)
+
+
+def http_get(url, timeout=2.0):
+    """Plain-HTTP GET (internal listeners). Returns (status, headers, body)."""
+    req = urllib.request.Request(url, method="GET")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+
+# ---------------------------------------------------------------------------
+# certificates (openssl CLI)
+
+KEY_ALGS = {
+    "p256": ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+    "p384": ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"],
+    "p521": ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-521"],
+    "ed25519": ["-algorithm", "ED25519"],
+    "rsa2048": ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+    "rsa1024": ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"],
+}
+
+# `openssl ca` configuration: copies the CSR's extensions (subjectAltName),
+# keeps the subject as given, and lets us choose start and end dates.
+CA_CONF = """\
+[ ca ]
+default_ca = CA_default
+[ CA_default ]
+dir = {dir}
+database = {dir}/index.txt
+new_certs_dir = {dir}/newcerts
+serial = {dir}/serial
+default_md = default
+policy = policy_any
+copy_extensions = copy
+unique_subject = no
+email_in_dn = yes
+[ policy_any ]
+commonName = optional
+emailAddress = optional
+[ leaf ]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = clientAuth,serverAuth
+subjectKeyIdentifier = hash
+[ server ]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+"""
+
+
+class Cert:
+    """A certificate and its key on disk, with the identity the gateway
+    should derive from it."""
+
+    def __init__(self, cert, key, email=None):
+        self.cert = cert
+        self.key = key
+        self.email = email  # normalised email the server should find, or None
+        self.peer_id = peer_id_of(cert)
+        self.fingerprint = fingerprint_of(cert)
+
+    def __repr__(self):
+        return f"Cert({os.path.basename(self.cert)}, {self.email}, {self.peer_id[:12]})"
+
+
+def peer_id_of(cert_path):
+    """Lowercase hex SHA-256 of the DER SubjectPublicKeyInfo (SPEC §2)."""
+    pem = subprocess.run(
+        ["openssl", "x509", "-in", cert_path, "-pubkey", "-noout"], capture_output=True, check=True
+    ).stdout
+    der = subprocess.run(
+        ["openssl", "pkey", "-pubin", "-outform", "DER"], input=pem, capture_output=True, check=True
+    ).stdout
+    assert len(der) > 30, "empty SPKI"
+    return hashlib.sha256(der).hexdigest()
+
+
+def fingerprint_of(cert_path):
+    """Lowercase hex SHA-256 of the whole DER certificate (SPEC §2)."""
+    with open(cert_path) as f:
+        pem = f.read()
+    m = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", pem, re.S)
+    assert m, f"no certificate in {cert_path}"
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(m.group(0))).hexdigest()
+
+
+class CertFactory:
+    """Makes keys and certificates in its own directory with the openssl CLI."""
+
+    def __init__(self, directory):
+        self.dir = directory
+        os.makedirs(directory, exist_ok=True)
+        self._seq = itertools.count(1)
+        self._ca_dirs = {}
+
+    def _path(self, name, ext):
+        return os.path.join(self.dir, f"{next(self._seq):04d}-{name}.{ext}")
+
+    def key(self, alg="p256", name="key"):
+        if alg not in KEY_ALGS:
+            raise ValueError(alg)
+        path = self._path(f"{name}-{alg}", "key")
+        run(["openssl", "genpkey", *KEY_ALGS[alg], "-out", path])
+        return path
+
+    @staticmethod
+    def _subject(cn, subject_email):
+        subj = f"/CN={cn}"
+        if subject_email:
+            subj += f"/emailAddress={subject_email}"
+        return subj
+
+    def self_signed(
+        self,
+        email=None,
+        *,
+        alg="p256",
+        key=None,
+        san_email=True,
+        subject_email=None,
+        cn="peer",
+        days=30,
+        style="plain",
+        expect_email=None,
+    ):
+        """A self-signed client certificate.
+
+        email: goes into subjectAltName (rfc822Name) when san_email, else
+        into the subject's emailAddress. subject_email: an extra subject
+        emailAddress. key: reuse an existing key (a renewal). style "plain"
+        is what `openssl req -x509` makes by default (CA:TRUE, like a user
+        on the command line); "leaf" is an end-entity certificate (CA:FALSE,
+        clientAuth). expect_email: the normalised email the server should
+        read (defaults to email lowercased and trimmed)."""
+        key = key or self.key(alg)
+        cert = self._path(f"cert-{alg}", "pem")
+        subj_email = subject_email if subject_email is not None else (None if san_email else email)
+        cmd = [
+            "openssl", "req", "-x509", "-new", "-key", key, "-out", cert,
+            "-days", str(days), "-subj", self._subject(cn, subj_email),
+            "-set_serial", str(int.from_bytes(os.urandom(8), "big")),
+        ]
+        if email and san_email:
+            cmd += ["-addext", f"subjectAltName=email:{email}"]
+        if style == "leaf":
+            cmd += [
+                "-addext", "basicConstraints=critical,CA:FALSE",
+                "-addext", "keyUsage=critical,digitalSignature",
+                "-addext", "extendedKeyUsage=clientAuth,serverAuth",
+            ]
+        run(cmd)
+        if expect_email is None:
+            src = email if (email and san_email) else subj_email
+            expect_email = src.strip().lower() if src else None
+        return Cert(cert, key, expect_email)
+
+    # -- `openssl ca` based issuing: chosen dates, CA-issued certs ---------
+
+    def _ca_dir(self, name):
+        d = self._ca_dirs.get(name)
+        if d is None:
+            d = os.path.join(self.dir, f"ca-{name}")
+            os.makedirs(os.path.join(d, "newcerts"))
+            open(os.path.join(d, "index.txt"), "w").close()
+            with open(os.path.join(d, "serial"), "w") as f:
+                f.write(os.urandom(8).hex().upper() + "\n")
+            with open(os.path.join(d, "openssl.cnf"), "w") as f:
+                f.write(CA_CONF.format(dir=d))
+            self._ca_dirs[name] = d
+        return d
+
+    def _csr(self, key, subj, san=None):
+        csr = self._path("req", "csr")
+        cmd = ["openssl", "req", "-new", "-key", key, "-out", csr, "-subj", subj]
+        if san:
+            cmd += ["-addext", f"subjectAltName={san}"]
+        run(cmd)
+        return csr
+
+    def dated_self_signed(self, email, start, end, *, alg="p256"):
+        """A self-signed certificate valid from `start` to `end`
+        (YYYYMMDDHHMMSSZ), e.g. already expired or not yet valid."""
+        key = self.key(alg)
+        csr = self._csr(key, "/CN=dated", f"email:{email}")
+        d = self._ca_dir("selfsign")
+        cert = self._path("cert-dated", "pem")
+        run([
+            "openssl", "ca", "-batch", "-config", os.path.join(d, "openssl.cnf"),
+            "-selfsign", "-keyfile", key, "-in", csr, "-out", cert, "-notext",
+            "-preserveDN", "-startdate", start, "-enddate", end, "-extensions", "leaf",
+        ])
+        return Cert(cert, key, email.strip().lower())
+
+    def ca(self, name="ca", alg="p256"):
+        """A CA certificate: returns Cert (its .cert is the CA file)."""
+        key = self.key(alg, name=name)
+        cert = self._path(name, "pem")
+        run([
+            "openssl", "req", "-x509", "-new", "-key", key, "-out", cert, "-days", "30",
+            "-subj", f"/CN=Matchmaker test {name}",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        ])
+        c = Cert(cert, key)
+        c.ca_name = name
+        self._ca_dir(name)
+        return c
+
+    def issue(self, ca, *, email=None, alg="p256", san=None, cn="peer", extensions="leaf", days=30):
+        """A certificate signed by `ca` (a Cert from ca())."""
+        key = self.key(alg)
+        if san is None and email:
+            san = f"email:{email}"
+        csr = self._csr(key, f"/CN={cn}", san)
+        d = self._ca_dir(ca.ca_name)
+        cert = self._path(f"issued-{ca.ca_name}", "pem")
+        run([
+            "openssl", "ca", "-batch", "-config", os.path.join(d, "openssl.cnf"),
+            "-cert", ca.cert, "-keyfile", ca.key, "-in", csr, "-out", cert, "-notext",
+            "-preserveDN", "-days", str(days), "-extensions", extensions,
+        ])
+        return Cert(cert, key, email.strip().lower() if email else None)
+
+    def server(self, ca):
+        """The gateway's certificate: EC P-256 (so ECDHE-ECDSA suites apply),
+        valid for localhost and 127.0.0.1, issued by `ca`."""
+        return self.issue(ca, alg="p256", san="DNS:localhost,IP:127.0.0.1", cn="localhost", extensions="server")
+
+
+# ---------------------------------------------------------------------------
+# stores: PostgreSQL and Redis through deploy/local/stores.sh
+
+
+class Stores:
+    """A real PostgreSQL and Redis in `base` (deploy/local/stores.sh), with
+    the schema applied (deploy/local/migrate.sh)."""
+
+    def __init__(self, base):
+        self.base = base
+        self.pg_dir = os.path.join(base, "pg")
+        self.redis_dir = os.path.join(base, "rd")
+        self.pg_url = None
+        self.redis_url = None
+        self.pg_running = False
+        self.redis_running = False
+
+    def _stores(self, *args, timeout=120):
+        require_script(STORES_SH)
+        return run([STORES_SH, *args], timeout=timeout)
+
+    @staticmethod
+    def _last_line(out):
+        lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
+        assert lines, "stores.sh printed no URL"
+        return lines[-1]
+
+    def start(self):
+        for d in (self.pg_dir, self.redis_dir):
+            os.makedirs(d, exist_ok=True)
+            os.chmod(d, 0o755)
+        self.pg_start()
+        self.redis_start()
+        require_script(MIGRATE_SH)
+        run([MIGRATE_SH, self.pg_url], timeout=120)
+        return self
+
+    def pg_start(self):
+        self.pg_url = self._last_line(self._stores("pg-start", self.pg_dir).stdout)
+        self.pg_running = True
+        return self.pg_url
+
+    def pg_stop(self):
+        self.pg_running = False
+        self._stores("pg-stop", self.pg_dir)
+
+    def redis_start(self):
+        self.redis_url = self._last_line(self._stores("redis-start", self.redis_dir).stdout)
+        self.redis_running = True
+        return self.redis_url
+
+    def redis_stop(self):
+        self.redis_running = False
+        self._stores("redis-stop", self.redis_dir)
+
+    def stop(self):
+        """Stops both servers and removes their files (stores.sh clean also
+        removes the /tmp helpers it may have made)."""
+        errors = []
+        for d in (self.pg_dir, self.redis_dir):
+            try:
+                self._stores("clean", d)
+            except Exception as e:  # noqa: BLE001 - stop the other one too
+                errors.append(e)
+        self.pg_running = self.redis_running = False
+        if errors:
+            raise errors[0]
+
+    @property
+    def redis_sock(self):
+        assert self.redis_url and self.redis_url.startswith("unix:"), self.redis_url
+        return self.redis_url[len("unix:"):]
+
+    # -- assertions helpers ------------------------------------------------
+
+    def sql(self, query, **params):
+        """Runs one query with psql; params are bound as psql variables
+        (:'name' in the query, quoted by psql). Returns a list of tuples of
+        strings (NULL reads as '')."""
+        args = ["psql", self.pg_url, "-X", "-q", "-At", "-F", "\x1f", "-v", "ON_ERROR_STOP=1"]
+        for k, v in params.items():
+            args += ["-v", f"{k}={v}"]
+        p = run(args, input=query.rstrip().rstrip(";") + ";\n", timeout=30)
+        return [tuple(line.split("\x1f")) for line in p.stdout.splitlines()]
+
+    def sql_value(self, query, **params):
+        rows = self.sql(query, **params)
+        assert len(rows) == 1 and len(rows[0]) == 1, f"expected one value, got {rows!r}"
+        return rows[0][0]
+
+    def peer(self, peer_id):
+        """The peers row of peer_id as a dict, or None."""
+        rows = self.sql("SELECT row_to_json(p)::text FROM peers p WHERE peer_id = :'pid'", pid=peer_id)
+        return json.loads(rows[0][0]) if rows else None
+
+    def peers_with_email(self, email):
+        return [r[0] for r in self.sql("SELECT peer_id FROM peers WHERE lower(email) = lower(:'e')", e=email)]
+
+    def events(self, peer_id, kind=None):
+        if kind:
+            rows = self.sql(
+                "SELECT kind FROM peer_events WHERE peer_id = :'pid' AND kind = :'k'", pid=peer_id, k=kind
+            )
+        else:
+            rows = self.sql("SELECT kind FROM peer_events WHERE peer_id = :'pid' ORDER BY at", pid=peer_id)
+        return [r[0] for r in rows]
+
+    def redis(self, *args):
+        return run(["redis-cli", "-s", self.redis_sock, "--no-raw", *args], timeout=10).stdout.strip()
+
+    def redis_raw(self, *args):
+        return run(["redis-cli", "-s", self.redis_sock, "--raw", *args], timeout=10).stdout.strip()
+
+    def snapshot(self):
+        """Every table of the public schema (as sorted row texts) and the
+        Redis key count: equal snapshots mean nothing changed."""
+        rows = self.sql(
+            "SELECT table_name, md5(query_to_xml(format('SELECT t::text AS r FROM %I t ORDER BY 1', table_name),"
+            " true, false, '')::text) FROM information_schema.tables"
+            " WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1"
+        )
+        return {"db": rows, "redis_keys": self.redis_raw("DBSIZE")}
+
+    @contextlib.contextmanager
+    def unchanged(self):
+        """Asserts that the block changes nothing in PostgreSQL or Redis."""
+        before = self.snapshot()
+        yield
+        after = self.snapshot()
+        if before != after:
+            b = dict((r[0], r[1]) for r in before["db"])
+            a = dict((r[0], r[1]) for r in after["db"])
+            changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            raise AssertionError(
+                f"a rejected request changed the stores: tables {changed}, "
+                f"redis keys {before['redis_keys']} -> {after['redis_keys']}"
+            )
+
+
+# ---------------------------------------------------------------------------
+# processes
+
+
+class PortInUse(AssertionError):
+    """A process could not bind the port it was given."""
+
+
+class Proc:
+    """One real service process: env in, stderr to a log file, stopped by
+    pid with SIGTERM (and SIGKILL only as a last resort)."""
+
+    def __init__(self, name, path, env, workdir):
+        self.name = name
+        self.path = path
+        self.env = env
+        self.log = os.path.join(workdir, f"{name}.log")
+        self.p = None
+        self.exit_code = None
+
+    def start(self):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MM_")}
+        env.update({k: str(v) for k, v in self.env.items() if v is not None})
+        self._log_start = log_size(self.log)
+        self._logf = open(self.log, "ab")
+        self.p = subprocess.Popen(
+            [self.path], env=env, stdin=subprocess.DEVNULL, stdout=self._logf, stderr=self._logf,
+            start_new_session=True,
+        )
+        LIVE_PROCS.append(self)
+        return self
+
+    def alive(self):
+        return self.p is not None and self.p.poll() is None
+
+    def wait_ready(self, url, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            self._check_alive_while_starting()
+            try:
+                status, _, body = http_get(url, timeout=1.0)
+                if status == 200:
+                    return
+                last = f"{status} {body[:200]!r}"
+            except OSError as e:
+                last = repr(e)
+            time.sleep(0.05)
+        raise AssertionError(f"{self.name} not ready at {url} after {timeout}s (last: {last}); log:\n{tail(self.log)}")
+
+    def _check_alive_while_starting(self):
+        if self.alive():
+            return
+        self.p.wait()
+        self._close()
+        log = tail(self.log, since=self._log_start)
+        cls = PortInUse if "Address already in use" in log else AssertionError
+        raise cls(f"{self.name} exited with {self.p.returncode} while starting; log:\n{log}")
+
+    def start_with_retry(self, ready, new_ports):
+        """Starts and waits for `ready`; when a port picked by free_port()
+        was taken in the meantime (an outgoing connection can get it), picks
+        new ports with `new_ports` (None: cannot) and tries again."""
+        for attempt in range(3):
+            Proc.start(self)
+            try:
+                ready()
+                return self
+            except PortInUse:
+                if new_ports is None or attempt == 2:
+                    raise
+                new_ports()
+            except BaseException:
+                self.terminate()
+                raise
+        return self
+
+    def wait_ready_unix(self, sock, path, timeout=20.0):
+        def ready():
+            self._check_alive_while_starting()
+            p = subprocess.run(
+                ["curl", "-s", "--max-time", "1", "--unix-socket", sock, "-o", "/dev/null", "-w", "%{http_code}",
+                 f"http://localhost{path}"], capture_output=True, text=True,
+            )
+            return p.stdout == "200"
+
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name} not ready on {sock} after {timeout}s; log:\n{tail(self.log)}")
+            time.sleep(0.05)
+
+    def terminate(self, timeout=10.0):
+        """SIGTERM by pid; returns (exit code, seconds taken). SIGKILLs and
+        returns code None when it does not exit within `timeout`."""
+        if self.p is None:
+            return None, 0.0
+        t0 = time.monotonic()
+        if self.p.poll() is None:
+            os.kill(self.p.pid, signal.SIGTERM)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.p.pid, signal.SIGKILL)
+                self.p.wait(5)
+                self.exit_code = None
+                self._close()
+                return None, time.monotonic() - t0
+        self.exit_code = self.p.returncode
+        self._close()
+        return self.exit_code, time.monotonic() - t0
+
+    def _close(self):
+        if self in LIVE_PROCS:
+            LIVE_PROCS.remove(self)
+        with contextlib.suppress(Exception):
+            self._logf.close()
+
+    def stop_checked(self, timeout=10.0):
+        """Stops and asserts a clean exit (code 0 within `timeout`)."""
+        was_alive = self.alive()
+        code, took = self.terminate(timeout)
+        if not was_alive:
+            raise AssertionError(
+                f"{self.name} had already exited with {code} before SIGTERM (crash?); log:\n{tail(self.log)}"
+            )
+        if code is None:
+            raise AssertionError(f"{self.name} did not exit within {timeout}s of SIGTERM; log:\n{tail(self.log)}")
+        if code != 0:
+            raise AssertionError(f"{self.name} exited {code} on SIGTERM (expected 0); log:\n{tail(self.log)}")
+        return took
+
+
+class Tracker(Proc):
+    def __init__(self, stores, workdir, name="mm-tracker", listen=None, **extra_env):
+        self.port = None
+        self._auto_port = listen is None
+        if listen is None:
+            listen = f"127.0.0.1:{free_port()}"
+        if not listen.startswith("unix:"):
+            self.port = int(listen.rsplit(":", 1)[1])
+        self.listen = listen
+        env = {
+            "MM_TRACKER_LISTEN": listen,
+            "MM_DATABASE_URL": stores.pg_url,
+            "MM_REDIS_URL": stores.redis_url,
+            "MM_THREADS": "2",
+            "MM_LOG_LEVEL": "debug",
+        }
+        env.update(extra_env)
+        super().__init__(name, binary("mm-tracker"), env, workdir)
+
+    @property
+    def url(self):
+        """What the gateway's MM_TRACKER_URL should be."""
+        if self.listen.startswith("unix:"):
+            return self.listen
+        return f"http://{self.listen}"
+
+    def internal(self, path):
+        assert self.port, "tracker listens on a unix socket"
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self):
+        if self.listen.startswith("unix:"):
+            return self.start_with_retry(lambda: self.wait_ready_unix(self.listen[len("unix:"):], "/readyz"), None)
+
+        def new_ports():
+            self.port = free_port()
+            self.listen = self.env["MM_TRACKER_LISTEN"] = f"127.0.0.1:{self.port}"
+
+        return self.start_with_retry(lambda: self.wait_ready(self.internal("/readyz")),
+                                     new_ports if self._auto_port else None)
+
+
+class Gateway(Proc):
+    def __init__(self, tracker_url, server_cert, workdir, name="mm-gateway", **extra_env):
+        self.port = free_port()
+        self.iport = free_port()
+        while self.iport == self.port:
+            self.iport = free_port()
+        self.server_cert = server_cert
+        env = {
+            "MM_GATEWAY_ADDR": "127.0.0.1",
+            "MM_GATEWAY_PORT": str(self.port),
+            "MM_GATEWAY_INTERNAL_LISTEN": f"127.0.0.1:{self.iport}",
+            "MM_TLS_CERT_FILE": server_cert.cert,
+            "MM_TLS_KEY_FILE": server_cert.key,
+            "MM_TRACKER_URL": tracker_url,
+            # Services this suite does not run: empty = the route answers
+            # 503 (and never reaches a copy another run left on the defaults).
+            "MM_BOOTSTRAP_URL": "",
+            "MM_SIGNAL_URL": "",
+            "MM_ADMIN_URL": "",
+            "MM_THREADS": "2",
+            "MM_LOG_LEVEL": "debug",
+        }
+        env.update(extra_env)
+        super().__init__(name, binary("mm-gateway"), env, workdir)
+
+    def url(self, path):
+        return f"https://127.0.0.1:{self.port}{path}"
+
+    def internal(self, path):
+        return f"http://127.0.0.1:{self.iport}{path}"
+
+    def start(self):
+        def new_ports():
+            self.port, self.iport = free_port(), free_port()
+            self.env["MM_GATEWAY_PORT"] = str(self.port)
+            self.env["MM_GATEWAY_INTERNAL_LISTEN"] = f"127.0.0.1:{self.iport}"
+
+        return self.start_with_retry(lambda: self.wait_ready(self.internal("/readyz")), new_ports)
+
+
+# ---------------------------------------------------------------------------
+# HTTP clients
+
+
+class Response:
+    def __init__(self, rc, status, version, headers, body, stderr=""):
+        self.rc = rc
+        self.status = status
+        self.version = version
+        self.headers = headers  # lower-case names; the last value wins
+        self.body = body
+        self.stderr = stderr
+
+    def json(self):
+        try:
+            return json.loads(self.body)
+        except ValueError as e:
+            raise AssertionError(f"body is not JSON ({e}): {self.body[:300]!r}") from None
+
+    def __repr__(self):
+        return (
+            f"<Response rc={self.rc} status={self.status} http={self.version} "
+            f"ct={self.headers.get('content-type')!r} body={self.body[:300]!r} stderr={self.stderr.strip()[-300:]!r}>"
+        )
+
+
+def _parse_header_block(text):
+    """Headers of the LAST response in a curl -D dump (skips 100-continue)."""
+    blocks = [b for b in re.split(r"\r?\n\r?\n", text) if b.strip()]
+    headers = {}
+    if not blocks:
+        return headers
+    for line in blocks[-1].splitlines()[1:]:
+        if ":" in line:
+            k, v = line.split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+    return headers
+
+
+class Curl:
+    """Runs the curl CLI against a gateway. Each call is a new process and a
+    new TLS connection."""
+
+    # An OpenSSL configuration at security level 0, so that curl agrees to
+    # present keys that the system default (level 2) refuses to load (RSA
+    # 1024): the point is to see what the server says about them.
+    WEAK_CONF = (
+        "openssl_conf = openssl_init\n[openssl_init]\nssl_conf = ssl_sect\n"
+        "[ssl_sect]\nsystem_default = system_default_sect\n"
+        "[system_default_sect]\nCipherString = DEFAULT:@SECLEVEL=0\n"
+    )
+
+    def __init__(self, cacert, workdir):
+        self.cacert = cacert
+        self.workdir = workdir
+        self._seq = itertools.count(1)  # next() is atomic: tests call curl from threads
+        self.weak_conf = os.path.join(workdir, "seclevel0.cnf")
+        with open(self.weak_conf, "w") as f:
+            f.write(self.WEAK_CONF)
+
+    def __call__(
+        self,
+        url,
+        *,
+        method="POST",
+        cert=None,
+        json_body=None,
+        data=None,
+        content_type="application/json",
+        headers=(),
+        http="1.1",
+        extra=(),
+        timeout=20,
+        weak_crypto=False,
+    ):
+        """cert: a Cert (client certificate) or None. json_body: an object
+        to send as JSON; data: raw bytes/str body. http: '1.1' or '2'.
+        weak_crypto: run curl at OpenSSL security level 0 (to present an
+        RSA 1024 key). Returns a Response; rc != 0 means curl failed (e.g.
+        the handshake)."""
+        base = os.path.join(self.workdir, f"curl{next(self._seq)}")
+        body_out, hdr_out = base + ".body", base + ".hdr"
+        cmd = [
+            "curl", "-sS", "--max-time", str(timeout), "--cacert", self.cacert,
+            "-o", body_out, "-D", hdr_out, "-w", "%{http_code} %{http_version}",
+            "-X", method,
+        ]
+        cmd += ["--http2"] if http == "2" else ["--http1.1"]
+        if cert is not None:
+            cmd += ["--cert", cert.cert, "--key", cert.key]
+        if json_body is not None:
+            data = json.dumps(json_body)
+        if data is not None:
+            data_in = base + ".in"
+            with open(data_in, "wb") as f:
+                f.write(data.encode() if isinstance(data, str) else data)
+            cmd += ["--data-binary", "@" + data_in]
+            if content_type is not None:
+                cmd += ["-H", f"Content-Type: {content_type}"]
+            else:
+                cmd += ["-H", "Content-Type:"]
+        for h in headers:
+            cmd += ["-H", h]
+        cmd += list(extra)
+        cmd.append(url)
+        env = dict(os.environ, OPENSSL_CONF=self.weak_conf) if weak_crypto else None
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 10, env=env)
+        status, version = 0, ""
+        parts = p.stdout.split()
+        if len(parts) >= 2:
+            status, version = int(parts[0]), parts[1]
+        hdr_text = ""
+        if os.path.exists(hdr_out):
+            with open(hdr_out, encoding="latin-1") as f:
+                hdr_text = f.read()
+        body = b""
+        if os.path.exists(body_out):
+            with open(body_out, "rb") as f:
+                body = f.read()
+        for path in (body_out, hdr_out):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        return Response(p.returncode, status, version, _parse_header_block(hdr_text), body, p.stderr)
+
+
+def ssl_client_context(cacert, cert=None, *, min_version=None, max_version=None):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cacert)
+    if cert is not None:
+        ctx.load_cert_chain(cert.cert, cert.key)
+    if min_version:
+        ctx.minimum_version = min_version
+    if max_version:
+        ctx.maximum_version = max_version
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+class TLSConn:
+    """One HTTP/1.1 keep-alive connection over Python's ssl module (for
+    session resumption and for many quick requests on fresh connections)."""
+
+    def __init__(self, port, ctx, session=None, host="127.0.0.1", timeout=10, preamble=None):
+        """preamble: bytes sent in the clear before the TLS handshake (a
+        PROXY protocol header)."""
+        raw = socket.create_connection((host, port), timeout=timeout)
+        if preamble:
+            raw.sendall(preamble)
+        self.sock = ctx.wrap_socket(raw, server_hostname=host, session=session)
+        self.conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        self.conn.sock = self.sock
+        self.last_session = None
+        self.last_reused = False
+
+    def request(self, method, path, body=None, headers=None):
+        hdrs = {"Host": "localhost"}
+        if body is not None:
+            if not isinstance(body, (bytes, str)):
+                body = json.dumps(body)
+            hdrs["Content-Type"] = "application/json"
+        hdrs.update(headers or {})
+        self.conn.request(method, path, body=body, headers=hdrs)
+        r = self.conn.getresponse()
+        # The socket may be closed with the response (Connection: close):
+        # keep the session (TLS 1.3 tickets have arrived by now).
+        self.last_session = self.sock.session
+        self.last_reused = self.sock.session_reused
+        data = r.read()
+        return Response(0, r.status, "1.1", {k.lower(): v for k, v in r.getheaders()}, data)
+
+    @property
+    def session(self):
+        return self.sock.session or self.last_session
+
+    @property
+    def session_reused(self):
+        return self.sock.session_reused if self.sock.session else self.last_reused
+
+    def close(self):
+        with contextlib.suppress(Exception):
+            self.conn.close()
+        with contextlib.suppress(Exception):
+            self.sock.close()
+
+
+# ---------------------------------------------------------------------------
+# assertions
+
+TIMESTAMP_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
+
+
+def assert_error(resp, status, code, field=None):
+    """The SPEC §3 error shape: exactly {"error":{"code","message"}} as
+    application/json, with `status` and `code`; `field` must be named in the
+    message when given."""
+    assert resp.rc == 0, f"curl failed: {resp!r}"
+    assert resp.status == status and resp.body, f"expected {status} {code}, got {resp!r}"
+    ct = resp.headers.get("content-type", "")
+    assert ct.split(";")[0].strip().lower() == "application/json", f"content-type {ct!r}: {resp!r}"
+    body = resp.json()
+    assert isinstance(body, dict) and set(body) == {"error"}, f"error shape: {body!r}"
+    err = body["error"]
+    assert isinstance(err, dict) and set(err) == {"code", "message"}, f"error shape: {body!r}"
+    assert err["code"] == code, f"expected code {code!r}, got {body!r} (status {resp.status})"
+    assert isinstance(err["message"], str) and err["message"].strip(), f"empty message: {body!r}"
+    if field:
+        assert field in err["message"], f"message should name {field!r}: {body!r}"
+    return err
+
+
+def assert_json(resp, status):
+    assert resp.rc == 0, f"curl failed: {resp!r}"
+    assert resp.status == status, f"expected {status}, got {resp!r}"
+    ct = resp.headers.get("content-type", "")
+    assert ct.split(";")[0].strip().lower() == "application/json", f"content-type {ct!r}: {resp!r}"
+    return resp.json()
+
+
+def assert_registration(resp, status, cert, display_name=None):
+    """A register answer (201/200) for `cert`: the SPEC §3.1 body."""
+    body = assert_json(resp, status)
+    for k in ("peer_id", "email", "fingerprint", "display_name", "registered_at"):
+        assert k in body, f"missing {k!r}: {body!r}"
+    assert body["peer_id"] == cert.peer_id, f"peer_id {body['peer_id']} != SPKI hash {cert.peer_id}"
+    assert body["email"] == cert.email, f"email {body['email']!r} != {cert.email!r}"
+    assert body["fingerprint"] == cert.fingerprint, f"fingerprint {body['fingerprint']} != {cert.fingerprint}"
+    assert body["display_name"] == display_name, f"display_name {body['display_name']!r} != {display_name!r}"
+    assert isinstance(body["registered_at"], str) and TIMESTAMP_RE.match(body["registered_at"]), body
+    return body
+
+
+def cleanup_dir(path):
+    shutil.rmtree(path, ignore_errors=True)
