@@ -21,6 +21,9 @@ static int trk_thread_init(mm_thread_t *thread)
         return -1;
     }
     thread->user = t;
+    mm_timer_init(&t->epoch_timer, thread->loop, NULL, t);
+    if (thread->index == 0)
+        trk_presence_watch(t);
     return 0;
 }
 
@@ -30,12 +33,13 @@ static void trk_thread_dispose(mm_thread_t *thread)
 
     if (t == NULL)
         return;
+    trk_presence_unwatch(t);
     mm_pg_free(t->pg);
     mm_redis_free(t->redis);
     free(t);
 }
 
-static int trk_ready(mm_thread_t *thread, const char **why)
+static int trk_is_ready(mm_thread_t *thread, const char **why)
 {
     trk_thread_t *t = thread->user;
 
@@ -67,7 +71,7 @@ int main(int argc, char **argv)
                                                .threads = (int)conf.threads,
                                                .thread_init = trk_thread_init,
                                                .thread_dispose = trk_thread_dispose,
-                                               .ready = trk_ready,
+                                               .ready = trk_is_ready,
                                                .data = &conf});
     if (mm_server_listen(server, conf.listen, mm_server_routes_host(server, "tracker", trk_routes, trk_routes_len), NULL, 0,
                          &err) != 0) {
