@@ -286,8 +286,11 @@ static void *mm__thread_main(void *arg)
         t->sigsock->data = s;
         h2o_socket_read_start(t->sigsock, mm__on_signal);
     }
-    while (!atomic_load(&s->stopping))
+    mm_log_buffer(1);
+    while (!atomic_load(&s->stopping)) {
         h2o_evloop_run(t->pub.loop, 100);
+        mm_log_flush(); /* one write for all the lines of an iteration */
+    }
 
     /* Stop accepting, then give in-flight requests a moment to finish. */
     for (i = 0; i != s->nlisteners; ++i)
@@ -296,11 +299,14 @@ static void *mm__thread_main(void *arg)
         h2o_socket_close(t->sigsock);
     {
         uint64_t until = mm_mono_ms() + 200;
-        while (mm_mono_ms() < until)
+        while (mm_mono_ms() < until) {
             h2o_evloop_run(t->pub.loop, 20);
+            mm_log_flush();
+        }
     }
     if (s->conf.thread_dispose != NULL)
         s->conf.thread_dispose(&t->pub);
+    mm_log_buffer(0);
     /* The h2o context and loop are not disposed: libh2o 2.2 asserts when a
      * keep-alive connection is still open, and has no call to close them. */
     free(t->accepters);

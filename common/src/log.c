@@ -38,22 +38,76 @@ static void mm__log_timestamp(char *buf, size_t size)
     snprintf(buf + n, size - n, ".%03dZ", (int)(tv.tv_usec / 1000));
 }
 
-static void mm__log_write(json_t *obj)
-{
-    char *line = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
-    size_t len, off = 0;
+/* A loop thread may collect its lines and write them once per loop
+ * iteration (mm_log_buffer): a busy gateway logs a line per request, and a
+ * write(2) each would be a good part of its CPU. */
+static __thread struct {
+    char *buf;
+    size_t len, cap;
+    int on;
+} mm__tl;
 
-    if (line == NULL)
-        return;
-    len = strlen(line);
-    line[len++] = '\n'; /* replaces the NUL: write by length */
+static void mm__write_all(const char *p, size_t len)
+{
+    size_t off = 0;
+
     while (off < len) {
-        ssize_t w = write(STDERR_FILENO, line + off, len - off);
+        ssize_t w = write(STDERR_FILENO, p + off, len - off);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
             break;
         off += (size_t)w;
+    }
+}
+
+void mm_log_flush(void)
+{
+    if (mm__tl.len == 0)
+        return;
+    mm__write_all(mm__tl.buf, mm__tl.len);
+    mm__tl.len = 0;
+}
+
+void mm_log_buffer(int on)
+{
+    if (!on) {
+        mm_log_flush();
+        free(mm__tl.buf);
+        mm__tl.buf = NULL;
+        mm__tl.cap = 0;
+    }
+    mm__tl.on = on;
+}
+
+static void mm__log_write(json_t *obj, int urgent)
+{
+    char *line = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+    size_t len;
+
+    if (line == NULL)
+        return;
+    len = strlen(line);
+    line[len++] = '\n'; /* replaces the NUL: written by length */
+    if (mm__tl.on && !urgent) {
+        if (mm__tl.len + len > mm__tl.cap) {
+            mm_log_flush();
+            if (len > mm__tl.cap) {
+                mm__tl.cap = len > 65536 ? len : 65536;
+                mm__tl.buf = realloc(mm__tl.buf, mm__tl.cap);
+                if (mm__tl.buf == NULL) { /* no memory for the buffer: write through */
+                    mm__tl.cap = 0;
+                    mm__write_all(line, len);
+                    free(line);
+                    return;
+                }
+            }
+        }
+        memcpy(mm__tl.buf + mm__tl.len, line, len);
+        mm__tl.len += len;
+    } else {
+        mm_log_flush(); /* keep the order */
+        mm__write_all(line, len);
     }
     free(line);
 }
@@ -72,7 +126,7 @@ void mm_log_json(json_t *obj)
     line = json_pack("{s:s,s:s,s:s}", "ts", ts, "level", "info", "service", mm__log_service);
     json_object_update(line, obj);
     json_decref(obj);
-    mm__log_write(line);
+    mm__log_write(line, 0);
     json_decref(line);
 }
 
@@ -111,7 +165,7 @@ static MM_PRINTF(3, 0) void mm__vlog(mm_log_level_t level, json_t *fields, const
         json_object_update(obj, fields);
         json_decref(fields);
     }
-    mm__log_write(obj);
+    mm__log_write(obj, level >= MM_LOG_WARN);
     json_decref(obj);
 }
 

@@ -144,6 +144,24 @@ static int gw_deny(gw_t *gw, h2o_req_t *req, gw_ident_status_t status)
     return 0;
 }
 
+/* A request id: 64 random bits per thread, then a counter. Unique without a
+ * call into the CSPRNG per request; nothing relies on it being unguessable. */
+static void gw_request_id(char *out)
+{
+    static __thread uint64_t seed, counter;
+    uint8_t raw[16];
+    size_t i;
+
+    if (seed == 0)
+        mm_random_bytes(&seed, sizeof(seed));
+    ++counter;
+    for (i = 0; i != 8; ++i) {
+        raw[i] = (uint8_t)(seed >> (56 - 8 * i));
+        raw[8 + i] = (uint8_t)(counter >> (56 - 8 * i));
+    }
+    mm_hex_encode(out, raw, sizeof(raw));
+}
+
 /* The services' health and metrics endpoints are for operators and probes
  * on the internal network, never for the Internet. */
 static int gw_is_internal_path(h2o_req_t *req, const gw_route_t *route)
@@ -168,7 +186,6 @@ static int gw_front_on_req(h2o_handler_t *_self, h2o_req_t *req)
     const gw_ident_t *ident;
     gw_ident_status_t status;
     char addr[64], rid[33];
-    uint8_t rnd[16];
     uint64_t wait_ms;
     size_t n;
 
@@ -206,8 +223,7 @@ static int gw_front_on_req(h2o_handler_t *_self, h2o_req_t *req)
         gw_add(req, "x-mm-peer-email", ident->id.email, strlen(ident->id.email));
     if ((n = gw_client_addr(req, addr, sizeof(addr))) != 0)
         gw_add(req, "x-mm-client-addr", addr, n);
-    mm_random_bytes(rnd, sizeof(rnd));
-    mm_hex_encode(rid, rnd, sizeof(rnd));
+    gw_request_id(rid);
     gw_add(req, "x-mm-request-id", rid, 32);
     return -1; /* on to the proxy */
 }

@@ -26,4 +26,11 @@ void mm_logj(mm_log_level_t level, json_t *fields, const char *fmt, ...) MM_PRIN
 /* Writes an already-built JSON object as one log line (adds ts/service if absent); steals `obj`. */
 void mm_log_json(json_t *obj);
 
+/* Per thread: with `on`, this thread's info and debug lines are collected
+ * and written by mm_log_flush() (warnings and errors are written at once,
+ * after what was collected). The HTTP server turns it on for its loop
+ * threads and flushes after every loop iteration. Off flushes. */
+void mm_log_buffer(int on);
+void mm_log_flush(void);
+
 #endif
