@@ -61,12 +61,14 @@ void trk_list(h2o_req_t *req, mm_thread_t *thread);
 #define TRK_PRESENCE_PREFIX "mm:presence:"
 #define TRK_DEADLINES_KEY "mm:presence:deadlines"
 #define TRK_EPOCH_KEY "mm:epoch"
+#define TRK_EPOCH_LOCK_KEY "mm:epoch:restoring"
 /* "mm:presence:<peer_id>" into `buf` (at least 80 bytes). */
 const char *trk_presence_key(char *buf, const char *peer_id);
 /* Starts watching for a Redis that lost its data (call on thread 0): on
- * every connect and every second, SET NX of a marker key tells whether this
- * Redis is new, and if so presence is restored for every broadcast
- * PostgreSQL holds, with a full TTL. */
+ * every connect and every second, a missing marker key (mm:epoch) tells
+ * that this Redis is new; the tracker that takes the restore lock restores
+ * presence, with a full TTL, for every broadcast PostgreSQL holds, and then
+ * sets the marker. */
 void trk_presence_watch(trk_thread_t *t);
 void trk_presence_unwatch(trk_thread_t *t);
 /* The Lua scripts (EVAL) used by the handlers. */

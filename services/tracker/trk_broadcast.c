@@ -2,11 +2,10 @@
  * A peer's broadcast: ready, heartbeat and stop (SPEC §3.1).
  *
  * PostgreSQL holds what a broadcast says (port, candidates); Redis holds
- * whether it is alive (mm:presence:<peer_id> with a TTL). Writes go to
- * PostgreSQL first and Redis second, so a failure between the two leaves a
- * row without presence: offline by definition (lookups read liveness from
- * Redis), and reaped like any expired broadcast. Each write is idempotent,
- * so a client that retries after a 503 never duplicates anything.
+ * whether it is alive (mm:presence:<peer_id> with a TTL). Lookups read
+ * liveness from Redis, so a row without a presence key is offline, and is
+ * reaped like any expired broadcast. Each write is idempotent, so a client
+ * that retries after a 503 never duplicates anything.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -57,42 +56,89 @@ static int64_t trk_heartbeat_interval(const trk_config_t *conf)
     return base - (int64_t)((double)base * 0.1 * ((double)r / 4294967296.0));
 }
 
-/* ---- ready ---- */
+/* ---- ready ----
+ *
+ * Presence first, then the row: a ready must know whether the peer was
+ * still live (a replacement keeps online_since) or its presence had lapsed
+ * (a new broadcast, even if the reaper has not yet removed the old row).
+ * And the reaper, which deletes a row only if it is unchanged since it saw
+ * the presence key gone, then never removes a row a ready just renewed.
+ * Registration is checked before anything is written.
+ */
 
+static const char trk_sql_registered[] = "SELECT 1 FROM peers WHERE peer_id = $1";
+
+/* $5: the peer was live. A lapsed broadcast that the reaper has not removed
+ * yet is closed here (its `offline` event) before the new one starts. */
 static const char trk_sql_ready[] =
     "WITH up AS ("
     " INSERT INTO broadcasts (peer_id, port, candidates, observed_address)"
-    " SELECT $1, $2::int, $3::jsonb, nullif($4, '') WHERE EXISTS (SELECT 1 FROM peers WHERE peer_id = $1)"
+    " VALUES ($1, $2::int, $3::jsonb, nullif($4, ''))"
     " ON CONFLICT (peer_id) DO UPDATE SET port = EXCLUDED.port, candidates = EXCLUDED.candidates,"
-    " observed_address = EXCLUDED.observed_address"
+    " observed_address = EXCLUDED.observed_address,"
+    " started_at = CASE WHEN $5::boolean THEN broadcasts.started_at ELSE now() END"
     " RETURNING (xmax = 0) AS inserted),"
     " ev AS (INSERT INTO peer_events (peer_id, kind, detail)"
-    " SELECT $1, 'online', jsonb_build_object('port', $2::int, 'observed', nullif($4, '')) FROM up WHERE inserted)"
+    " SELECT $1, v.kind, v.detail FROM up, (VALUES (1, 'offline', '{\"reason\": \"expired\"}'::jsonb),"
+    " (2, 'online', jsonb_build_object('port', $2::int, 'observed', nullif($4, '')))) v(ord, kind, detail)"
+    " WHERE (v.ord = 1 AND NOT up.inserted AND NOT $5::boolean) OR (v.ord = 2 AND (up.inserted OR NOT $5::boolean))"
+    " ORDER BY v.ord)"
     "SELECT inserted FROM up";
+
+static void trk_ready_reply(h2o_req_t *req, trk_bcast_op_t *op)
+{
+    const trk_config_t *conf = op->t->conf;
+
+    mm_reply_json(req, 200,
+                  json_pack("{s:s,s:I,s:I,s:o}", "peer_id", op->peer_id, "expires_in", (json_int_t)conf->presence_ttl,
+                            "heartbeat_interval", (json_int_t)trk_heartbeat_interval(conf), "observed_address",
+                            op->observed[0] != '\0' ? json_string(op->observed) : json_null()));
+}
+
+static void trk_ready_on_row(mm_pg_status_t status, PGresult *res, void *data)
+{
+    trk_bcast_op_t *op = data;
+    h2o_req_t *req = mm_async_req(op);
+
+    if (req == NULL)
+        goto out;
+    if (status == MM_PG_ERROR && strcmp(mm_pg_sqlstate(res), "23503") == 0) {
+        mm_reply_error(req, 403, "not_registered", "register this certificate first: POST /api/relay/register");
+    } else if (status != MM_PG_OK) {
+        if (status == MM_PG_ERROR)
+            mm_error("ready: %s", PQresultErrorMessage(res));
+        mm_reply_unavailable(req, "PostgreSQL");
+    } else {
+        trk_ready_reply(req, op);
+    }
+out:
+    trk_bcast_op_free(op);
+}
 
 static void trk_ready_on_presence(redisReply *reply, void *data)
 {
     trk_bcast_op_t *op = data;
     h2o_req_t *req = mm_async_req(op);
-    const trk_config_t *conf = op->t->conf;
 
     if (req == NULL)
         goto out;
-    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-        if (reply != NULL)
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
             mm_error("ready: redis: %s", reply->str);
         mm_reply_unavailable(req, "Redis");
         goto out;
     }
-    mm_reply_json(req, 200,
-                  json_pack("{s:s,s:I,s:I,s:o}", "peer_id", op->peer_id, "expires_in", (json_int_t)conf->presence_ttl,
-                            "heartbeat_interval", (json_int_t)trk_heartbeat_interval(conf), "observed_address",
-                            op->observed[0] != '\0' ? json_string(op->observed) : json_null()));
+    {
+        const char *params[] = {op->peer_id, op->port, op->candidates, op->observed, reply->integer == 1 ? "true" : "false"};
+        if (mm_pg_query(op->t->pg, trk_sql_ready, 5, params, trk_ready_on_row, op) == 0)
+            return;
+    }
+    mm_reply_unavailable(req, "PostgreSQL");
 out:
     trk_bcast_op_free(op);
 }
 
-static void trk_ready_on_row(mm_pg_status_t status, PGresult *res, void *data)
+static void trk_ready_on_registered(mm_pg_status_t status, PGresult *res, void *data)
 {
     trk_bcast_op_t *op = data;
     h2o_req_t *req = mm_async_req(op);
@@ -112,8 +158,8 @@ static void trk_ready_on_row(mm_pg_status_t status, PGresult *res, void *data)
     }
     snprintf(ttl, sizeof(ttl), "%lld", (long long)op->t->conf->presence_ttl);
     {
-        const char *argv[] = {"EVAL", trk_lua_ready, "2", op->presence_key, TRK_DEADLINES_KEY, op->observed, ttl, op->peer_id,
-                              "0"};
+        const char *argv[] = {"EVAL",        trk_lua_ready, "3", op->presence_key, TRK_DEADLINES_KEY,
+                              TRK_EPOCH_KEY, op->observed,  ttl, op->peer_id,      "0"};
         if (mm_redis_command(op->t->redis, trk_ready_on_presence, op, (int)MM_ARRAY_SIZE(argv), argv, NULL) == 0)
             return;
     }
@@ -135,12 +181,11 @@ void trk_ready(h2o_req_t *req, mm_thread_t *thread)
         return;
     if (mm_json_get_int(body, "port", MM_FIELD_REQUIRED, 1, 65535, 0, &port, &p) != 0 ||
         mm_json_get_array(body, "addresses", MM_FIELD_NULLABLE, TRK_MAX_ADDRESSES, &addresses, &p) != 0 ||
-        trk_candidates_build(addresses != NULL ? addresses : (empty = json_array()), port, peer.client_ip, &candidates, &p) !=
-            0) {
+        trk_candidates_build(addresses != NULL ? addresses : (empty = json_array()), port, peer.client_ip, &candidates, &p) != 0) {
         mm_reply_problem(req, &p);
         goto out;
     }
-    /* Redis down now would leave a row without presence: refuse before writing anything */
+    /* both stores are written: refuse before writing anything when one is known to be down */
     if (!mm_redis_is_up(t->redis)) {
         mm_reply_unavailable(req, "Redis");
         goto out;
@@ -149,8 +194,8 @@ void trk_ready(h2o_req_t *req, mm_thread_t *thread)
     snprintf(op->port, sizeof(op->port), "%lld", (long long)port);
     op->candidates = json_dumps(candidates, JSON_COMPACT);
     {
-        const char *params[] = {op->peer_id, op->port, op->candidates, op->observed};
-        if (mm_pg_query(t->pg, trk_sql_ready, 4, params, trk_ready_on_row, op) != 0) {
+        const char *params[] = {op->peer_id};
+        if (mm_pg_query(t->pg, trk_sql_registered, 1, params, trk_ready_on_registered, op) != 0) {
             mm_reply_unavailable(req, "PostgreSQL");
             trk_bcast_op_free(op);
         }

@@ -40,8 +40,8 @@ int trk_candidates_build(json_t *addresses, int64_t port, const char *observed_i
     json_t *list = json_array(), *v;
     size_t i;
 
-    if (observed_ip != NULL && observed_ip[0] != '\0' &&
-        mm_addr_parse(observed_ip, strlen(observed_ip), &observed) == 0 && !mm_addr_is_unspecified(&observed))
+    if (observed_ip != NULL && observed_ip[0] != '\0' && mm_addr_parse(observed_ip, strlen(observed_ip), &observed) == 0 &&
+        !mm_addr_is_unspecified(&observed))
         have_observed = 1;
     json_array_foreach(addresses, i, v)
     {
@@ -53,8 +53,7 @@ int trk_candidates_build(json_t *addresses, int64_t port, const char *observed_i
             goto fail;
         }
         if (memchr(s, '%', len) != NULL) {
-            mm_problem_set(p, 400, "invalid_field", "field 'addresses[%zu]' has a zone index (%%...): send the address alone",
-                           i);
+            mm_problem_set(p, 400, "invalid_field", "field 'addresses[%zu]' has a zone index (%%...): send the address alone", i);
             goto fail;
         }
         if (mm_addr_parse(s, len, &a) != 0) {

@@ -20,16 +20,16 @@
 #define TRK_LIST_MAX 500
 
 /* Columns of a peer record, after the caller check in column 0. */
-#define TRK_RECORD_COLUMNS                                                                                                     \
-    "p.peer_id, p.email, p.display_name, b.port, b.candidates::text, "                                                         \
+#define TRK_RECORD_COLUMNS                                                                                                         \
+    "p.peer_id, p.email, p.display_name, b.port, b.candidates::text, "                                                             \
     "to_char(b.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 
-static const char trk_sql_lookup_email[] = "SELECT EXISTS (SELECT 1 FROM peers WHERE peer_id = $1), " TRK_RECORD_COLUMNS
-                                           " FROM (SELECT 1) one"
-                                           " LEFT JOIN (peers p JOIN broadcasts b USING (peer_id)) ON p.email = $2";
-static const char trk_sql_lookup_id[] = "SELECT EXISTS (SELECT 1 FROM peers WHERE peer_id = $1), " TRK_RECORD_COLUMNS
-                                        " FROM (SELECT 1) one"
-                                        " LEFT JOIN (peers p JOIN broadcasts b USING (peer_id)) ON p.peer_id = $2";
+static const char trk_sql_lookup_email[] =
+    "SELECT EXISTS (SELECT 1 FROM peers WHERE peer_id = $1), " TRK_RECORD_COLUMNS " FROM (SELECT 1) one"
+    " LEFT JOIN (peers p JOIN broadcasts b USING (peer_id)) ON p.email = $2";
+static const char trk_sql_lookup_id[] =
+    "SELECT EXISTS (SELECT 1 FROM peers WHERE peer_id = $1), " TRK_RECORD_COLUMNS " FROM (SELECT 1) one"
+    " LEFT JOIN (peers p JOIN broadcasts b USING (peer_id)) ON p.peer_id = $2";
 static const char trk_sql_list[] = "WITH me AS (SELECT EXISTS (SELECT 1 FROM peers WHERE peer_id = $1) AS ok) "
                                    "SELECT me.ok, x.* FROM me LEFT JOIN LATERAL ("
                                    " SELECT " TRK_RECORD_COLUMNS " FROM broadcasts b JOIN peers p USING (peer_id)"
@@ -68,8 +68,7 @@ static json_t *trk_record(PGresult *rows, int i, const char *presence, long long
     return json_pack("{s:s,s:s,s:o,s:i,s:s,s:s,s:I,s:o}", "peer_id", PQgetvalue(rows, i, 1), "email", PQgetvalue(rows, i, 2),
                      "display_name", PQgetisnull(rows, i, 3) ? json_null() : json_string(PQgetvalue(rows, i, 3)), "port",
                      (int)strtol(PQgetvalue(rows, i, 4), NULL, 10), "online_since", PQgetvalue(rows, i, 6), "last_heartbeat", last,
-                     "expires_in", (json_int_t)((pttl + 999) / 1000), "candidates",
-                     candidates != NULL ? candidates : json_array());
+                     "expires_in", (json_int_t)((pttl + 999) / 1000), "candidates", candidates != NULL ? candidates : json_array());
 }
 
 static void trk_disc_on_presence(redisReply *reply, void *data)
@@ -104,10 +103,10 @@ static void trk_disc_on_presence(redisReply *reply, void *data)
         goto out;
     }
     /* a full page may have more behind it; a short one was the end */
-    mm_reply_json(req, 200,
-                  json_pack("{s:o,s:o}", "peers", peers, "next",
-                            n == op->limit && last_scanned >= 0 ? json_string(PQgetvalue(op->rows, last_scanned, 1))
-                                                                : json_null()));
+    mm_reply_json(
+        req, 200,
+        json_pack("{s:o,s:o}", "peers", peers, "next",
+                  n == op->limit && last_scanned >= 0 ? json_string(PQgetvalue(op->rows, last_scanned, 1)) : json_null()));
 out:
     trk_disc_op_free(op);
 }
@@ -117,7 +116,7 @@ static void trk_disc_on_rows(mm_pg_status_t status, PGresult *res, void *data)
     trk_disc_op_t *op = data;
     h2o_req_t *req = mm_async_req(op);
     const char **argv = NULL;
-    char (*keys)[80] = NULL, nkeys[16];
+    char(*keys)[80] = NULL, nkeys[16];
     int i, n;
 
     if (req == NULL)
@@ -162,8 +161,8 @@ out:
 }
 
 /* Starts a discovery query; the Redis check follows in trk_disc_on_rows. */
-static void trk_disc_start(h2o_req_t *req, trk_thread_t *t, const char *sql, const char *const *params, int nparams,
-                           int is_list, int limit)
+static void trk_disc_start(h2o_req_t *req, trk_thread_t *t, const char *sql, const char *const *params, int nparams, int is_list,
+                           int limit)
 {
     trk_disc_op_t *op;
 

@@ -11,30 +11,32 @@
 #include "mm/log.h"
 #include "trk.h"
 
-/* KEYS: presence, deadlines. ARGV: observed ip, ttl s, peer_id, "1" = only if absent.
- * Returns 1 when the key was written. */
-const char trk_lua_ready[] =
-    "local t = redis.call('TIME') "
-    "local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
-    "local v = string.format('%.0f', ms) .. ' ' .. ARGV[1] "
-    "local ok "
-    "if ARGV[4] == '1' then ok = redis.call('SET', KEYS[1], v, 'EX', ARGV[2], 'NX') "
-    "else ok = redis.call('SET', KEYS[1], v, 'EX', ARGV[2]) end "
-    "if not ok then return 0 end "
-    "redis.call('ZADD', KEYS[2], string.format('%.0f', ms + tonumber(ARGV[2]) * 1000), ARGV[3]) "
-    "return 1";
+/* KEYS: presence, deadlines, epoch marker. ARGV: observed ip, ttl s, peer_id, mode.
+ * Mode "0" (ready): sets presence, returns 1 when the peer was already
+ * live, 0 when this starts a new broadcast. While the epoch marker is
+ * missing, Redis has lost its data and presence is about to be restored:
+ * an absent key then says nothing, and the peer counts as live.
+ * Mode "1" (restore): sets it only when absent, returns 1 when it did. */
+const char trk_lua_ready[] = "local existed = redis.call('EXISTS', KEYS[1]) "
+                             "if ARGV[4] == '0' and redis.call('EXISTS', KEYS[3]) == 0 then existed = 1 end "
+                             "if ARGV[4] == '1' and existed == 1 then return 0 end "
+                             "local t = redis.call('TIME') "
+                             "local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
+                             "redis.call('SET', KEYS[1], string.format('%.0f', ms) .. ' ' .. ARGV[1], 'EX', ARGV[2]) "
+                             "redis.call('ZADD', KEYS[2], string.format('%.0f', ms + tonumber(ARGV[2]) * 1000), ARGV[3]) "
+                             "if ARGV[4] == '1' then return 1 end "
+                             "return existed";
 
 /* KEYS: presence, deadlines. ARGV: ttl s, peer_id. Extends a live presence;
  * returns the observed ip it holds, or nil when the peer is not broadcasting. */
-const char trk_lua_heartbeat[] =
-    "local v = redis.call('GET', KEYS[1]) "
-    "if not v then return false end "
-    "local obs = string.match(v, '^%d+ (.*)$') or '' "
-    "local t = redis.call('TIME') "
-    "local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
-    "redis.call('SET', KEYS[1], string.format('%.0f', ms) .. ' ' .. obs, 'EX', ARGV[1]) "
-    "redis.call('ZADD', KEYS[2], string.format('%.0f', ms + tonumber(ARGV[1]) * 1000), ARGV[2]) "
-    "return obs";
+const char trk_lua_heartbeat[] = "local v = redis.call('GET', KEYS[1]) "
+                                 "if not v then return false end "
+                                 "local obs = string.match(v, '^%d+ (.*)$') or '' "
+                                 "local t = redis.call('TIME') "
+                                 "local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
+                                 "redis.call('SET', KEYS[1], string.format('%.0f', ms) .. ' ' .. obs, 'EX', ARGV[1]) "
+                                 "redis.call('ZADD', KEYS[2], string.format('%.0f', ms + tonumber(ARGV[1]) * 1000), ARGV[2]) "
+                                 "return obs";
 
 /* KEYS: presence. ARGV: new observed ip. Keeps the heartbeat time and TTL. */
 const char trk_lua_observed[] = "local v = redis.call('GET', KEYS[1]) "
@@ -63,9 +65,20 @@ const char *trk_presence_key(char *buf, const char *peer_id)
 
 /* ---- recovery of a Redis that lost its data ---- */
 
+/* KEYS: epoch marker, restore lock. ARGV: now. Returns 1 when the marker is
+ * missing and this caller took the lock: it must restore, then set the
+ * marker (trk_lua_epoch_done). The lock expires, so a tracker that dies
+ * while restoring leaves the work to another. */
+static const char trk_lua_epoch_check[] = "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end "
+                                          "if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', 120) then return 1 end "
+                                          "return 0";
+static const char trk_lua_epoch_done[] = "redis.call('SET', KEYS[1], ARGV[1]) "
+                                         "return redis.call('DEL', KEYS[2])";
+
 typedef struct trk_restore {
     trk_thread_t *t;
     size_t pending, restored, rows;
+    char now[24];
 } trk_restore_t;
 
 static void trk_restore_done_one(redisReply *reply, void *data)
@@ -76,6 +89,11 @@ static void trk_restore_done_one(redisReply *reply, void *data)
         ++r->restored;
     if (--r->pending != 0)
         return;
+    {
+        /* only now may readies and the reaper trust an absent presence key again */
+        const char *argv[] = {"EVAL", trk_lua_epoch_done, "2", TRK_EPOCH_KEY, TRK_EPOCH_LOCK_KEY, r->now};
+        mm_redis_command(r->t->redis, NULL, NULL, (int)MM_ARRAY_SIZE(argv), argv, NULL);
+    }
     mm_info("presence restored for %zu of %zu broadcasts (Redis had lost its data)", r->restored, r->rows);
     r->t->restoring = 0;
     free(r);
@@ -89,8 +107,8 @@ static void trk_restore_on_rows(mm_pg_status_t status, PGresult *res, void *data
     int i, n;
 
     if (status != MM_PG_OK) {
-        /* try again: the marker goes, so the next check restores */
-        const char *del[] = {"DEL", TRK_EPOCH_KEY};
+        /* try again: the lock goes, so the next check restores */
+        const char *del[] = {"DEL", TRK_EPOCH_LOCK_KEY};
         mm_warn("presence restore: PostgreSQL unavailable; will retry");
         mm_redis_command(t->redis, NULL, NULL, 2, del, NULL);
         t->restoring = 0;
@@ -102,41 +120,49 @@ static void trk_restore_on_rows(mm_pg_status_t status, PGresult *res, void *data
     r->pending = 1; /* held until every command is sent */
     snprintf(ttl, sizeof(ttl), "%lld", (long long)t->conf->presence_ttl);
     for (i = 0; i != n; ++i) {
-        const char *argv[] = {"EVAL", trk_lua_ready, "2", trk_presence_key(key, PQgetvalue(res, i, 0)), TRK_DEADLINES_KEY,
-                              PQgetvalue(res, i, 1), ttl, PQgetvalue(res, i, 0), "1"};
+        const char *argv[] = {"EVAL",
+                              trk_lua_ready,
+                              "3",
+                              trk_presence_key(key, PQgetvalue(res, i, 0)),
+                              TRK_DEADLINES_KEY,
+                              TRK_EPOCH_KEY,
+                              PQgetvalue(res, i, 1),
+                              ttl,
+                              PQgetvalue(res, i, 0),
+                              "1"};
         if (mm_redis_command(t->redis, trk_restore_done_one, r, (int)MM_ARRAY_SIZE(argv), argv, NULL) == 0)
             ++r->pending;
     }
     trk_restore_done_one(NULL, r);
 }
 
-static void trk_epoch_on_set(redisReply *reply, void *data)
+static void trk_epoch_on_check(redisReply *reply, void *data)
 {
     trk_thread_t *t = data;
     trk_restore_t *r;
 
-    /* OK: the marker was absent, so this Redis is new or was flushed; nil: it knew us */
-    if (reply == NULL || reply->type != REDIS_REPLY_STATUS) {
+    /* 1: the marker was absent, so this Redis is new or was flushed, and the restore is ours */
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER || reply->integer != 1) {
         t->restoring = 0;
         return;
     }
     r = mm_xcalloc(1, sizeof(*r));
     r->t = t;
-    if (mm_pg_query(t->pg, "SELECT peer_id, coalesce(observed_address, '') FROM broadcasts", 0, NULL, trk_restore_on_rows,
-                    r) != 0)
+    snprintf(r->now, sizeof(r->now), "%llu", (unsigned long long)mm_now_ms());
+    if (mm_pg_query(t->pg, "SELECT peer_id, coalesce(observed_address, '') FROM broadcasts", 0, NULL, trk_restore_on_rows, r) != 0)
         trk_restore_on_rows(MM_PG_UNAVAILABLE, NULL, r);
 }
 
 static void trk_epoch_check(trk_thread_t *t)
 {
     char now[24];
-    const char *argv[] = {"SET", TRK_EPOCH_KEY, now, "NX"};
+    const char *argv[] = {"EVAL", trk_lua_epoch_check, "2", TRK_EPOCH_KEY, TRK_EPOCH_LOCK_KEY, now};
 
     /* restoring needs both stores: wait for PostgreSQL rather than set the marker and fail */
     if (t->restoring || !mm_redis_is_up(t->redis) || !mm_pg_is_up(t->pg))
         return;
     snprintf(now, sizeof(now), "%llu", (unsigned long long)mm_now_ms());
-    if (mm_redis_command(t->redis, trk_epoch_on_set, t, (int)MM_ARRAY_SIZE(argv), argv, NULL) == 0)
+    if (mm_redis_command(t->redis, trk_epoch_on_check, t, (int)MM_ARRAY_SIZE(argv), argv, NULL) == 0)
         t->restoring = 1;
 }
 

@@ -2,12 +2,12 @@
  * POST /register — binds the certificate's email to its key, first come,
  * first bound (SPEC §3.1).
  *
- * Two statements, each atomic on its own, make it idempotent without a
- * transaction held across round trips: an INSERT ... ON CONFLICT DO NOTHING
- * that also writes the `registered` event (201), and when that inserted
- * nothing, an UPDATE of this key's row (200). If the UPDATE finds no row,
- * the conflict was another key holding the email (409); if it would move
- * this key to an email another key holds, the unique index says so (409).
+ * One statement does it: an upsert on peer_id that writes only when
+ * something changed (a renewed certificate, a new display name), with the
+ * `registered` event when it inserted, and the stored row when there was
+ * nothing to write. Another key holding the email trips the unique index
+ * (409). Running it again has no further effect, so a client may retry
+ * after any failure.
  */
 #include <errno.h>
 #include <string.h>
@@ -25,22 +25,25 @@ typedef struct trk_register_op {
     const char *params[4];
     char peer_id[65], email[MM_EMAIL_MAX + 1], fingerprint[65];
     char *display_name; /* NULL: keep the stored one */
+    int retried;
 } trk_register_op_t;
 
 #define TRK_PEER_COLUMNS                                                                                                           \
     "peer_id, email, fingerprint, display_name, "                                                                                  \
     "to_char(registered_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 
-static const char trk_sql_insert[] =
-    "WITH ins AS (INSERT INTO peers (peer_id, email, fingerprint, display_name) VALUES ($1, $2, $3, $4) "
-    "ON CONFLICT DO NOTHING RETURNING *), "
-    "ev AS (INSERT INTO peer_events (peer_id, kind, detail) "
-    "SELECT peer_id, 'registered', jsonb_build_object('email', email, 'fingerprint', fingerprint) FROM ins) "
-    "SELECT " TRK_PEER_COLUMNS " FROM ins";
-
-static const char trk_sql_update[] = "UPDATE peers SET email = $2, fingerprint = $3, "
-                                     "display_name = COALESCE($4, display_name), updated_at = now() "
-                                     "WHERE peer_id = $1 RETURNING " TRK_PEER_COLUMNS;
+static const char trk_sql_register[] =
+    "WITH up AS ("
+    " INSERT INTO peers (peer_id, email, fingerprint, display_name) VALUES ($1, $2, $3, $4)"
+    " ON CONFLICT (peer_id) DO UPDATE SET email = EXCLUDED.email, fingerprint = EXCLUDED.fingerprint,"
+    " display_name = coalesce(EXCLUDED.display_name, peers.display_name)"
+    " WHERE (peers.email, peers.fingerprint) IS DISTINCT FROM (EXCLUDED.email, EXCLUDED.fingerprint)"
+    " OR (EXCLUDED.display_name IS NOT NULL AND EXCLUDED.display_name IS DISTINCT FROM peers.display_name)"
+    " RETURNING (xmax = 0) AS inserted, " TRK_PEER_COLUMNS "),"
+    " ev AS (INSERT INTO peer_events (peer_id, kind, detail)"
+    " SELECT peer_id, 'registered', jsonb_build_object('email', email, 'fingerprint', fingerprint) FROM up WHERE inserted)"
+    "SELECT * FROM up"
+    " UNION ALL SELECT false, " TRK_PEER_COLUMNS " FROM peers WHERE peer_id = $1 AND NOT EXISTS (SELECT 1 FROM up)";
 
 static void trk_register_op_free(trk_register_op_t *op)
 {
@@ -50,57 +53,48 @@ static void trk_register_op_free(trk_register_op_t *op)
 
 static json_t *trk_peer_json(PGresult *res)
 {
-    return json_pack("{s:s,s:s,s:s,s:o,s:s}", "peer_id", PQgetvalue(res, 0, 0), "email", PQgetvalue(res, 0, 1), "fingerprint",
-                     PQgetvalue(res, 0, 2), "display_name",
-                     PQgetisnull(res, 0, 3) ? json_null() : json_string(PQgetvalue(res, 0, 3)), "registered_at",
-                     PQgetvalue(res, 0, 4));
+    return json_pack("{s:s,s:s,s:s,s:o,s:s}", "peer_id", PQgetvalue(res, 0, 1), "email", PQgetvalue(res, 0, 2), "fingerprint",
+                     PQgetvalue(res, 0, 3), "display_name",
+                     PQgetisnull(res, 0, 4) ? json_null() : json_string(PQgetvalue(res, 0, 4)), "registered_at",
+                     PQgetvalue(res, 0, 5));
 }
 
-/* Replies for a failed statement; 1 when it did. */
-static int trk_register_failed(h2o_req_t *req, mm_pg_status_t status, PGresult *res)
+static void trk_register_on_row(mm_pg_status_t status, PGresult *res, void *data);
+
+static int trk_register_send(trk_register_op_t *op)
 {
-    if (status == MM_PG_OK)
-        return 0;
+    return mm_pg_query(op->t->pg, trk_sql_register, 4, op->params, trk_register_on_row, op);
+}
+
+static void trk_register_on_row(mm_pg_status_t status, PGresult *res, void *data)
+{
+    trk_register_op_t *op = data;
+    h2o_req_t *req = mm_async_req(op);
+
+    if (req == NULL)
+        goto out;
     if (status == MM_PG_UNAVAILABLE) {
         mm_reply_unavailable(req, "PostgreSQL");
-    } else if (strcmp(mm_pg_sqlstate(res), "23505") == 0) {
-        mm_reply_error(req, 409, "email_taken", "another key has registered this email");
+    } else if (status == MM_PG_ERROR) {
+        if (strcmp(mm_pg_sqlstate(res), "23505") == 0) {
+            mm_reply_error(req, 409, "email_taken", "another key has registered this email");
+        } else {
+            mm_error("register: %s", PQresultErrorMessage(res));
+            mm_reply_error(req, 500, "internal", "the registration failed; it was not stored");
+        }
+    } else if (PQntuples(res) == 1) {
+        mm_reply_json(req, strcmp(PQgetvalue(res, 0, 0), "t") == 0 ? 201 : 200, trk_peer_json(res));
+    } else if (!op->retried) {
+        /* The same key registering twice at once: the other statement's row is newer than our
+         * snapshot. Once more, and it is visible. */
+        op->retried = 1;
+        if (trk_register_send(op) == 0)
+            return;
+        mm_reply_unavailable(req, "PostgreSQL");
     } else {
-        mm_error("register: %s", PQresultErrorMessage(res));
-        mm_reply_error(req, 500, "internal", "the registration failed; it was not stored");
+        mm_error("register: no row for %s", op->peer_id);
+        mm_reply_error(req, 500, "internal", "the registration failed; retry");
     }
-    return 1;
-}
-
-static void trk_register_on_update(mm_pg_status_t status, PGresult *res, void *data)
-{
-    trk_register_op_t *op = data;
-    h2o_req_t *req = mm_async_req(op);
-
-    if (req == NULL || trk_register_failed(req, status, res))
-        goto out;
-    if (PQntuples(res) == 0)
-        mm_reply_error(req, 409, "email_taken", "another key has registered this email");
-    else
-        mm_reply_json(req, 200, trk_peer_json(res));
-out:
-    trk_register_op_free(op);
-}
-
-static void trk_register_on_insert(mm_pg_status_t status, PGresult *res, void *data)
-{
-    trk_register_op_t *op = data;
-    h2o_req_t *req = mm_async_req(op);
-
-    if (req == NULL || trk_register_failed(req, status, res))
-        goto out;
-    if (PQntuples(res) == 1) {
-        mm_reply_json(req, 201, trk_peer_json(res));
-        goto out;
-    }
-    if (mm_pg_query(op->t->pg, trk_sql_update, 4, op->params, trk_register_on_update, op) == 0)
-        return;
-    mm_reply_unavailable(req, "PostgreSQL");
 out:
     trk_register_op_free(op);
 }
@@ -168,7 +162,7 @@ void trk_register(h2o_req_t *req, mm_thread_t *thread)
     op->params[1] = op->email;
     op->params[2] = op->fingerprint;
     op->params[3] = op->display_name;
-    if (mm_pg_query(t->pg, trk_sql_insert, 4, op->params, trk_register_on_insert, op) != 0) {
+    if (trk_register_send(op) != 0) {
         mm_reply_unavailable(req, "PostgreSQL");
         trk_register_op_free(op);
     }
