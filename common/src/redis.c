@@ -77,6 +77,9 @@ struct mm_redis {
     mm_timer_t connect_timer;
     mm_redis_connect_cb on_connect;
     void *on_connect_data;
+    char *sub_pattern; /* a subscriber: PSUBSCRIBE this after every connect */
+    mm_redis_message_cb on_message;
+    void *on_message_data;
 };
 
 /* Exponential backoff with "equal jitter": half the step is fixed, half is
@@ -168,6 +171,7 @@ static void mm__redis_release(mm_redis_t *r)
     mm__redis_ev_cleanup(r);
     free(r->host);
     free(r->path);
+    free(r->sub_pattern);
     free(r);
 }
 
@@ -200,6 +204,24 @@ static void mm__redis_down(mm_redis_t *r, const char *why)
     mm_timer_start(&r->retry_timer, mm__redis_next_backoff(r));
 }
 
+/* Messages of a subscriber's PSUBSCRIBE. hiredis keeps this callback for
+ * the pattern and calls it for the confirmation, for every message, and
+ * with NULL when the context goes: only messages reach the user. */
+static void mm__redis_on_push(redisAsyncContext *ac, void *reply_, void *privdata)
+{
+    mm_redis_t *r = privdata;
+    redisReply *reply = reply_;
+
+    if (reply == NULL || r->closing || reply->type != REDIS_REPLY_ARRAY || reply->elements != 4 ||
+        reply->element[0]->type != REDIS_REPLY_STRING || strcmp(reply->element[0]->str, "pmessage") != 0 ||
+        reply->element[2]->type != REDIS_REPLY_STRING || reply->element[3]->type != REDIS_REPLY_STRING)
+        return;
+    r->depth++;
+    r->on_message(reply->element[2]->str, reply->element[2]->len, reply->element[3]->str, reply->element[3]->len,
+                  r->on_message_data);
+    r->depth--;
+}
+
 static void mm__redis_up(mm_redis_t *r)
 {
     mm_timer_stop(&r->connect_timer);
@@ -208,6 +230,8 @@ static void mm__redis_up(mm_redis_t *r)
     r->logged_failure = 0;
     r->logged_up = 1;
     mm_info("redis: connected to %s", r->target);
+    if (r->sub_pattern != NULL && redisAsyncCommand(r->ac, mm__redis_on_push, r, "PSUBSCRIBE %s", r->sub_pattern) != REDIS_OK)
+        mm_warn("redis: cannot subscribe to %s on %s", r->sub_pattern, r->target);
     if (r->on_connect != NULL) {
         r->depth++;
         r->on_connect(r, r->on_connect_data);
@@ -437,6 +461,18 @@ void mm_redis_on_connect(mm_redis_t *r, mm_redis_connect_cb cb, void *data)
     r->on_connect_data = data;
 }
 
+int mm_redis_psubscribe(mm_redis_t *r, const char *pattern, mm_redis_message_cb cb, void *data)
+{
+    if (r->sub_pattern != NULL || pattern == NULL || cb == NULL)
+        return -EINVAL;
+    r->sub_pattern = mm_xstrdup(pattern);
+    r->on_message = cb;
+    r->on_message_data = data;
+    if (mm_redis_is_up(r) && redisAsyncCommand(r->ac, mm__redis_on_push, r, "PSUBSCRIBE %s", r->sub_pattern) != REDIS_OK)
+        mm_warn("redis: cannot subscribe to %s on %s", r->sub_pattern, r->target);
+    return 0;
+}
+
 int mm_redis_is_up(mm_redis_t *r)
 {
     return r != NULL && !r->closing && r->state == MM__REDIS_UP && r->ac != NULL;
@@ -456,6 +492,8 @@ int mm_redis_command(mm_redis_t *r, mm_redis_cb cb, void *data, int argc, const 
         return -EINVAL;
     if (!mm_redis_is_up(r))
         return -ENOTCONN;
+    if (r->sub_pattern != NULL)
+        return -EINVAL; /* a connection in subscriber mode takes no other commands */
     if (cb != NULL) {
         cmd = mm_xmalloc(sizeof(*cmd));
         *cmd = (mm__redis_cmd_t){.r = r, .cb = cb, .data = data};

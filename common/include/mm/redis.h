@@ -36,6 +36,17 @@ mm_redis_t *mm_redis_new(h2o_loop_t *loop, const char *url, mm_err_t *err);
 void mm_redis_free(mm_redis_t *r);
 
 void mm_redis_on_connect(mm_redis_t *r, mm_redis_connect_cb cb, void *data);
+
+/* A pattern subscription's messages (channel and payload, not NUL-safe:
+ * use the lengths; both NUL-terminated too). */
+typedef void (*mm_redis_message_cb)(const char *channel, size_t channel_len, const char *msg, size_t msg_len, void *data);
+
+/* Makes `r` a subscriber: PSUBSCRIBE `pattern` now and after every
+ * reconnect (messages published while disconnected are lost: Redis does not
+ * keep them), `cb` for each message. A subscriber takes no other commands
+ * (mm_redis_command returns -EINVAL). Returns 0 or -EINVAL (already
+ * subscribed). Use a client of its own for it. */
+int mm_redis_psubscribe(mm_redis_t *r, const char *pattern, mm_redis_message_cb cb, void *data);
 int mm_redis_is_up(mm_redis_t *r);
 
 /* Sends one command. Returns 0 (cb runs exactly once, later; cb may be NULL

@@ -1,0 +1,296 @@
+/*
+ * The reaping pipeline, shared by events, deadlines and sweeps.
+ *
+ *  1. PostgreSQL: the version (xmin) of each candidate's broadcast row.
+ *  2. Redis (one script): for each candidate whose presence key is gone,
+ *     drop it from the deadline index and claim it; a live one that is due
+ *     only in the index gets its real deadline back. Nothing is claimed
+ *     while Redis is waiting for the tracker to restore lost data.
+ *  3. PostgreSQL (one statement): delete the claimed rows whose version is
+ *     still the one read in 1, and write an `offline` event per deleted row.
+ *
+ * Why the version: the tracker's `ready` sets presence first and updates
+ * the row second. A ready that lands after step 2 has changed the row's
+ * version by step 3 (or inserts a fresh row after it), so a broadcast that
+ * just came back is never deleted. Why it is idempotent: a row is deleted,
+ * and its event written, by one statement, at most once, whichever copy of
+ * the reaper or path gets there first.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "mm/identity.h"
+#include "mm/log.h"
+#include "reap.h"
+
+const char *const reap_reason_names[REAP_REASONS] = {"event", "deadline", "sweep"};
+
+/* KEYS: deadlines, epoch marker. ARGV: peer ids. Returns {id, deadline ms, ...}
+ * for the claimed ids, or nil when the marker is missing. */
+static const char reap_lua_claim[] = "if redis.call('EXISTS', KEYS[2]) == 0 then return false end "
+                                     "local t = redis.call('TIME') "
+                                     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
+                                     "local out = {} "
+                                     "for _, id in ipairs(ARGV) do "
+                                     "  local pttl = redis.call('PTTL', '" REAP_PRESENCE_PREFIX "' .. id) "
+                                     "  local s = redis.call('ZSCORE', KEYS[1], id) "
+                                     "  if pttl == -2 then "
+                                     "    if s then redis.call('ZREM', KEYS[1], id) end "
+                                     "    out[#out + 1] = id "
+                                     "    out[#out + 1] = s or '0' "
+                                     "  elseif pttl >= 0 and s and tonumber(s) <= now then "
+                                     "    redis.call('ZADD', KEYS[1], string.format('%.0f', now + pttl), id) "
+                                     "  end "
+                                     "end "
+                                     "return out";
+
+static const char reap_sql_versions[] = "SELECT peer_id, xmin::text FROM broadcasts WHERE peer_id = ANY ($1::text[])";
+
+static const char reap_sql_reap[] =
+    "WITH v AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) AS v (peer_id, ver, deadline)),"
+    " d AS (DELETE FROM broadcasts b USING v WHERE b.peer_id = v.peer_id AND b.xmin::text = v.ver"
+    " RETURNING b.peer_id, v.deadline),"
+    " ev AS (INSERT INTO peer_events (peer_id, kind, detail)"
+    " SELECT peer_id, 'offline', jsonb_build_object('reason', $4::text, 'expired_at',"
+    " CASE WHEN deadline > 0 THEN to_char(to_timestamp(deadline / 1000.0) AT TIME ZONE 'UTC',"
+    " 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') END) FROM d)"
+    "SELECT deadline FROM d";
+
+struct reap_batch {
+    reap_t *rp;
+    reap_reason_t reason;
+    char (*ids)[65];
+    size_t n;
+    char **versions; /* per id; NULL: no row */
+    /* the claimed ids that have a row */
+    size_t nclaimed;
+    size_t *claimed; /* indexes into ids */
+    long long *deadlines;
+    void (*done)(reap_t *, ssize_t, void *);
+    void *data;
+};
+
+static void reap_batch_finish(reap_batch_t *b, ssize_t result)
+{
+    size_t i;
+
+    b->done(b->rp, result, b->data);
+    for (i = 0; i != b->n && b->versions != NULL; ++i)
+        free(b->versions[i]);
+    free(b->versions);
+    free(b->claimed);
+    free(b->deadlines);
+    free(b->ids);
+    free(b);
+}
+
+/* A text[] or bigint[] literal: "{a,b,c}". Values are hex ids, versions
+ * and numbers: nothing to quote. */
+typedef struct {
+    char *buf;
+    size_t len, cap;
+} reap_str_t;
+
+static void reap_str_add(reap_str_t *s, const char *v)
+{
+    size_t n = strlen(v);
+
+    if (s->len + n + 3 > s->cap) {
+        s->cap = (s->len + n + 3) * 2;
+        s->buf = mm_xrealloc(s->buf, s->cap);
+    }
+    s->buf[s->len] = s->len == 0 ? '{' : ',';
+    s->len++;
+    memcpy(s->buf + s->len, v, n);
+    s->len += n;
+    s->buf[s->len] = '\0';
+}
+
+static const char *reap_str_end(reap_str_t *s)
+{
+    if (s->len + 3 > s->cap) {
+        s->cap = s->len + 3;
+        s->buf = mm_xrealloc(s->buf, s->cap);
+    }
+    if (s->len == 0)
+        s->buf[s->len++] = '{';
+    s->buf[s->len++] = '}';
+    s->buf[s->len] = '\0';
+    return s->buf;
+}
+
+static int reap_id_cmp(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+/* The index of `id` in the batch's sorted ids, or -1. */
+static ssize_t reap_find(reap_batch_t *b, const char *id)
+{
+    char(*hit)[65] = bsearch(id, b->ids, b->n, sizeof(*b->ids), reap_id_cmp);
+
+    return hit != NULL ? hit - b->ids : -1;
+}
+
+/* Claimed ids go back into the index (with their deadline) when the delete
+ * failed, so the next poll retries them. */
+static void reap_unclaim(reap_batch_t *b)
+{
+    size_t i, argc = 2 + 2 * b->nclaimed, k = 2;
+    const char **argv = mm_xcalloc(argc, sizeof(*argv));
+    char(*scores)[24] = mm_xcalloc(b->nclaimed + 1, sizeof(*scores));
+
+    argv[0] = "ZADD";
+    argv[1] = REAP_DEADLINES_KEY;
+    for (i = 0; i != b->nclaimed; ++i) {
+        snprintf(scores[i], sizeof(scores[i]), "%lld", b->deadlines[i] > 0 ? b->deadlines[i] : (long long)mm_now_ms());
+        argv[k++] = scores[i];
+        argv[k++] = b->ids[b->claimed[i]];
+    }
+    if (b->nclaimed != 0)
+        mm_redis_command(b->rp->redis, NULL, NULL, (int)argc, argv, NULL);
+    free(argv);
+    free(scores);
+}
+
+static void reap_on_deleted(mm_pg_status_t status, PGresult *res, void *data)
+{
+    reap_batch_t *b = data;
+    reap_t *rp = b->rp;
+    uint64_t now = mm_now_ms();
+    int i, n;
+
+    if (status != MM_PG_OK) {
+        if (status == MM_PG_ERROR)
+            mm_error("reap: %s", PQresultErrorMessage(res));
+        reap_unclaim(b);
+        reap_batch_finish(b, -1);
+        return;
+    }
+    n = PQntuples(res);
+    for (i = 0; i != n; ++i) {
+        long long deadline = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+        if (deadline > 0)
+            mm_histogram_observe(rp->lag, deadline < (long long)now ? (double)(now - (uint64_t)deadline) / 1000.0 : 0);
+    }
+    mm_counter_add(rp->reaped[b->reason], (uint64_t)n);
+    reap_batch_finish(b, n);
+}
+
+static void reap_on_claimed(redisReply *reply, void *data)
+{
+    reap_batch_t *b = data;
+    reap_str_t ids = {0}, vers = {0}, deadlines = {0};
+    size_t i;
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        if (reply != NULL)
+            mm_error("reap: claim: %s", reply->str);
+        reap_batch_finish(b, -1);
+        return;
+    }
+    if (reply->type != REDIS_REPLY_ARRAY) { /* nil: Redis lost its data; the tracker restores it first */
+        reap_batch_finish(b, 0);
+        return;
+    }
+    b->claimed = mm_xcalloc(reply->elements / 2 + 1, sizeof(*b->claimed));
+    b->deadlines = mm_xcalloc(reply->elements / 2 + 1, sizeof(*b->deadlines));
+    for (i = 0; i + 1 < reply->elements; i += 2) {
+        ssize_t j = reply->element[i]->type == REDIS_REPLY_STRING ? reap_find(b, reply->element[i]->str) : -1;
+        if (j < 0 || b->versions[j] == NULL)
+            continue; /* no row: nothing to reap, the index has forgotten it */
+        b->claimed[b->nclaimed] = (size_t)j;
+        b->deadlines[b->nclaimed] = strtoll(reply->element[i + 1]->str, NULL, 10);
+        ++b->nclaimed;
+    }
+    if (b->nclaimed == 0) {
+        reap_batch_finish(b, 0);
+        return;
+    }
+    for (i = 0; i != b->nclaimed; ++i) {
+        char d[24];
+        snprintf(d, sizeof(d), "%lld", b->deadlines[i]);
+        reap_str_add(&ids, b->ids[b->claimed[i]]);
+        reap_str_add(&vers, b->versions[b->claimed[i]]);
+        reap_str_add(&deadlines, d);
+    }
+    {
+        const char *params[] = {reap_str_end(&ids), reap_str_end(&vers), reap_str_end(&deadlines), reap_reason_names[b->reason]};
+        if (mm_pg_query(b->rp->pg, reap_sql_reap, 4, params, reap_on_deleted, b) != 0)
+            reap_on_deleted(MM_PG_UNAVAILABLE, NULL, b);
+    }
+    free(ids.buf);
+    free(vers.buf);
+    free(deadlines.buf);
+}
+
+static void reap_on_versions(mm_pg_status_t status, PGresult *res, void *data)
+{
+    reap_batch_t *b = data;
+    const char **argv;
+    size_t i;
+    int r, n;
+
+    if (status != MM_PG_OK) {
+        if (status == MM_PG_ERROR)
+            mm_error("reap: %s", PQresultErrorMessage(res));
+        reap_batch_finish(b, -1);
+        return;
+    }
+    b->versions = mm_xcalloc(b->n, sizeof(*b->versions));
+    n = PQntuples(res);
+    for (r = 0; r != n; ++r) {
+        ssize_t j = reap_find(b, PQgetvalue(res, r, 0));
+        if (j >= 0 && b->versions[j] == NULL)
+            b->versions[j] = mm_xstrdup(PQgetvalue(res, r, 1));
+    }
+    /* every candidate goes to Redis, with a row or not: the index forgets the dead ones either way */
+    argv = mm_xcalloc(b->n + 5, sizeof(*argv));
+    argv[0] = "EVAL";
+    argv[1] = reap_lua_claim;
+    argv[2] = "2";
+    argv[3] = REAP_DEADLINES_KEY;
+    argv[4] = REAP_EPOCH_KEY;
+    for (i = 0; i != b->n; ++i)
+        argv[5 + i] = b->ids[i];
+    r = mm_redis_command(b->rp->redis, reap_on_claimed, b, (int)(b->n + 5), argv, NULL);
+    free(argv);
+    if (r != 0)
+        reap_batch_finish(b, -1);
+}
+
+void reap_ids(reap_t *rp, char (*ids)[65], size_t n, reap_reason_t reason, void (*done)(reap_t *, ssize_t, void *), void *data)
+{
+    reap_batch_t *b = mm_xcalloc(1, sizeof(*b));
+    reap_str_t list = {0};
+    size_t i, k = 0;
+
+    b->rp = rp;
+    b->reason = reason;
+    b->done = done;
+    b->data = data;
+    /* keep only well-formed ids: they come from Redis keys and members */
+    for (i = 0; i != n; ++i)
+        if (mm_peer_id_valid(ids[i], strlen(ids[i])))
+            memmove(ids[k++], ids[i], 65);
+    /* sorted, without repeats: the later steps look ids up by bsearch */
+    qsort(ids, k, sizeof(*ids), reap_id_cmp);
+    for (i = 0, n = k, k = 0; i != n; ++i)
+        if (k == 0 || strcmp(ids[k - 1], ids[i]) != 0)
+            memmove(ids[k++], ids[i], 65);
+    b->ids = ids;
+    b->n = k;
+    if (k == 0) {
+        reap_batch_finish(b, 0);
+        return;
+    }
+    for (i = 0; i != k; ++i)
+        reap_str_add(&list, ids[i]);
+    {
+        const char *params[] = {reap_str_end(&list)};
+        if (mm_pg_query(rp->pg, reap_sql_versions, 1, params, reap_on_versions, b) != 0)
+            reap_on_versions(MM_PG_UNAVAILABLE, NULL, b);
+    }
+    free(list.buf);
+}
