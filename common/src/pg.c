@@ -9,19 +9,29 @@
  * by the socket, under a connect timeout) -> UP (queries accepted) -> DOWN
  * on any failure, which completes every held query with MM_PG_UNAVAILABLE.
  *
+ * A static query (mm_pg_query_static) is one request in two steps while it
+ * is in flight: PQsendPrepare when its statement is not yet prepared on this
+ * connection, then PQsendQueryPrepared. Still one command at a time, so the
+ * FIFO, the error and the unavailable paths are those of a plain query; a
+ * failed prepare is that query's error. Statements are numbered once for
+ * the client's life; `conn_id` tells which connection each was prepared on,
+ * so a reconnect forgets them all without touching the table.
+ *
  * Re-entrancy rules this file keeps:
  *  - user callbacks run only from the socket callbacks or from mm_pg_free:
- *    never from mm_pg_query (its failures are handed to the loop through a
- *    write notification) and never from a timer callback (queries exist only
- *    while UP, and the timers run only while DOWN or CONNECTING). That
- *    matters because h2o keeps using an h2o_timeout_t after its callback
- *    returns, so a timer must not be disposed, nor its owner freed, inside it;
+ *    never from mm_pg_query or mm_pg_query_static (their failures are
+ *    handed to the loop through a write notification) and never from a
+ *    timer callback (queries exist only while UP, and the timers run only
+ *    while DOWN or CONNECTING). That matters because h2o keeps using an
+ *    h2o_timeout_t after its callback returns, so a timer must not be
+ *    disposed, nor its owner freed, inside it;
  *  - a callback may call mm_pg_query or mm_pg_free: `depth` counts this
  *    file's frames on the stack and the outermost one releases the memory.
  *    After any user callback, code re-checks `state` and `closing`.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include "mm/log.h"
@@ -34,14 +44,26 @@
 #define MM__PG_CONNECT_TIMEOUT_MS 10000
 /* The protocol carries the parameter count in 16 bits. */
 #define MM__PG_MAX_PARAMS 65535
+/* Static statements per client: a program has a handful. Past this (a
+ * caller passing buffers, not constants) queries run unprepared. */
+#define MM__PG_MAX_STMTS 256
 
 typedef enum mm__pg_state { MM__PG_DOWN, MM__PG_CONNECTING, MM__PG_UP } mm__pg_state_t;
+
+/* A statement of mm_pg_query_static, known by its text's address. */
+typedef struct mm__pg_stmt {
+    const char *sql;  /* the caller's constant; never freed */
+    uint64_t conn_id; /* the connection it is prepared on; 0: none */
+    char name[16];    /* "mm<n>", n = its index + 1 */
+} mm__pg_stmt_t;
 
 typedef struct mm__pg_req {
     h2o_linklist_t link; /* in mm_pg_t.queue until sent */
     mm_pg_cb cb;
     void *data;
-    char *sql;
+    char *sql;     /* a copy; NULL for a static query, whose text is in pg->stmts[stmt] */
+    int stmt;      /* index in pg->stmts, or -1 for a plain query */
+    int preparing; /* in flight with its PQsendPrepare step */
     int nparams;
     char **params; /* copies; NULL entries are SQL NULLs */
 } mm__pg_req_t;
@@ -51,6 +73,7 @@ struct mm_pg {
     char *conninfo;
     mm__pg_state_t state;
     PGconn *conn;
+    uint64_t conn_id;               /* counts connection attempts: names `conn` */
     PostgresPollingStatusType poll; /* CONNECTING: what PQconnectPoll waits for */
     h2o_socket_t *sock;             /* watches a dup of PQsocket(conn) */
     dev_t sock_dev;                 /* identity of the socket `sock` watches */
@@ -67,6 +90,9 @@ struct mm_pg {
     int closing;
     int logged_up;      /* "connected" was logged: the next loss is logged once */
     int logged_failure; /* a failure was logged since the last success: stay quiet */
+    int logged_stmts;   /* the statement table filled up and that was logged */
+    mm__pg_stmt_t *stmts;
+    size_t nstmts, capstmts;
     uint64_t backoff_ms;
     mm_timer_t retry_timer;
     mm_timer_t connect_timer;
@@ -307,6 +333,7 @@ static void mm__pg_on_notice(void *arg, const PGresult *res)
  * address, a unix socket directory or hostaddr= in production conninfo. */
 static void mm__pg_connect(mm_pg_t *pg)
 {
+    pg->conn_id++; /* a new server session: no statement is prepared on it */
     pg->conn = PQconnectStart(pg->conninfo);
     if (pg->conn == NULL) {
         mm__pg_down(pg, "out of memory");
@@ -358,22 +385,42 @@ static int mm__pg_is_unavailable(PGconn *conn, const PGresult *res)
            strcmp(state, "57P03") == 0;
 }
 
-/* Sends the head of the queue; never calls back (mm_pg_query uses it). A
- * failed flush is left for the loop: the write notification calls PQflush
- * again and handles the error there. */
-static int mm__pg_send(mm_pg_t *pg)
+/* Sends the next step of `req`: the query itself, or for a static query
+ * the prepare its connection still lacks, else the execution. Never calls
+ * back. A failed flush is left for the loop: the write notification calls
+ * PQflush again and handles the error there. */
+static int mm__pg_issue(mm_pg_t *pg, mm__pg_req_t *req)
 {
-    mm__pg_req_t *req = H2O_STRUCT_FROM_MEMBER(mm__pg_req_t, link, pg->queue.next);
+    const char *const *params = (const char *const *)req->params;
+    mm__pg_stmt_t *stmt = req->stmt >= 0 ? &pg->stmts[req->stmt] : NULL;
+    int ok;
 
-    if (!PQsendQueryParams(pg->conn, req->sql, req->nparams, NULL, (const char *const *)req->params, NULL, NULL, 0))
+    req->preparing = stmt != NULL && stmt->conn_id != pg->conn_id;
+    if (stmt == NULL)
+        ok = PQsendQueryParams(pg->conn, req->sql, req->nparams, NULL, params, NULL, NULL, 0);
+    else if (req->preparing)
+        ok = PQsendPrepare(pg->conn, stmt->name, stmt->sql, req->nparams, NULL);
+    else
+        ok = PQsendQueryPrepared(pg->conn, stmt->name, req->nparams, params, NULL, NULL, 0);
+    if (!ok)
         return -EIO;
-    h2o_linklist_unlink(&req->link);
-    pg->inflight = req;
     pg->err_skip = 0;
     if (PQflush(pg->conn) != 0) {
         pg->flushing = 1;
         mm__pg_arm_write(pg);
     }
+    return 0;
+}
+
+/* Sends the head of the queue; never calls back (mm_pg_query uses it). */
+static int mm__pg_send(mm_pg_t *pg)
+{
+    mm__pg_req_t *req = H2O_STRUCT_FROM_MEMBER(mm__pg_req_t, link, pg->queue.next);
+
+    if (mm__pg_issue(pg, req) != 0)
+        return -EIO;
+    h2o_linklist_unlink(&req->link);
+    pg->inflight = req;
     return 0;
 }
 
@@ -393,7 +440,10 @@ static int mm__pg_flush(mm_pg_t *pg)
     return 0;
 }
 
-/* PQgetResult said NULL: the query in flight is over. */
+/* PQgetResult said NULL: the query in flight is over, or for a static
+ * query its prepare step is, and the execution follows as the same request.
+ * A refused prepare completes the query with the server's error; the
+ * statement stays unprepared, so its next use tries again. */
 static void mm__pg_finish(mm_pg_t *pg)
 {
     mm__pg_req_t *req = pg->inflight;
@@ -409,6 +459,17 @@ static void mm__pg_finish(mm_pg_t *pg)
         PQclear(res);
         mm__pg_down(pg, msg);
         return;
+    }
+    if (req->preparing && !mm__pg_is_error(res)) {
+        PQclear(res);
+        pg->stmts[req->stmt].conn_id = pg->conn_id;
+        if (mm__pg_issue(pg, req) == 0)
+            return;
+        if (PQstatus(pg->conn) == CONNECTION_BAD) {
+            mm__pg_down(pg, mm__pg_conn_error(pg)); /* completes `req` as unavailable */
+            return;
+        }
+        res = PQmakeEmptyPGresult(pg->conn, PGRES_FATAL_ERROR); /* libpq refused it: as in mm__pg_pump */
     }
     pg->inflight = NULL;
     mm__pg_complete(pg, req, mm__pg_is_error(res) ? MM_PG_ERROR : MM_PG_OK, res);
@@ -483,6 +544,7 @@ static void mm__pg_pump(mm_pg_t *pg)
 
 static void mm__pg_release(mm_pg_t *pg)
 {
+    free(pg->stmts);
     free(pg->conninfo);
     free(pg);
 }
@@ -565,7 +627,38 @@ int mm_pg_is_up(mm_pg_t *pg)
     return pg != NULL && !pg->closing && pg->state == MM__PG_UP;
 }
 
-int mm_pg_query(mm_pg_t *pg, const char *sql, int nparams, const char *const *params, mm_pg_cb cb, void *data)
+/* The statement of a static `sql`, added on its first use; -1 once the
+ * table is full. A linear scan: a handful of pointers costs less than
+ * hashing them, and nothing next to a round trip. */
+static int mm__pg_stmt_find(mm_pg_t *pg, const char *sql)
+{
+    mm__pg_stmt_t *stmt;
+    size_t i;
+
+    for (i = 0; i != pg->nstmts; ++i)
+        if (pg->stmts[i].sql == sql)
+            return (int)i;
+    if (pg->nstmts == MM__PG_MAX_STMTS) {
+        if (!pg->logged_stmts) {
+            mm_warn("postgres: more than %d static statements: the rest run unprepared (is a buffer passed as static?)",
+                    MM__PG_MAX_STMTS);
+            pg->logged_stmts = 1;
+        }
+        return -1;
+    }
+    if (pg->nstmts == pg->capstmts) {
+        pg->capstmts = pg->capstmts != 0 ? pg->capstmts * 2 : 16;
+        pg->stmts = mm_xrealloc(pg->stmts, pg->capstmts * sizeof(*pg->stmts));
+    }
+    stmt = &pg->stmts[pg->nstmts];
+    stmt->sql = sql;
+    stmt->conn_id = 0;
+    snprintf(stmt->name, sizeof(stmt->name), "mm%zu", pg->nstmts + 1);
+    return (int)pg->nstmts++;
+}
+
+static int mm__pg_enqueue(mm_pg_t *pg, const char *sql, int is_static, int nparams, const char *const *params, mm_pg_cb cb,
+                          void *data)
 {
     mm__pg_req_t *req;
     int i;
@@ -577,7 +670,8 @@ int mm_pg_query(mm_pg_t *pg, const char *sql, int nparams, const char *const *pa
     req = mm_xcalloc(1, sizeof(*req));
     req->cb = cb;
     req->data = data;
-    req->sql = mm_xstrdup(sql);
+    req->stmt = is_static ? mm__pg_stmt_find(pg, sql) : -1;
+    req->sql = req->stmt < 0 ? mm_xstrdup(sql) : NULL;
     req->nparams = nparams;
     req->params = mm_xcalloc((size_t)nparams, sizeof(*req->params));
     for (i = 0; i != nparams; ++i)
@@ -587,6 +681,16 @@ int mm_pg_query(mm_pg_t *pg, const char *sql, int nparams, const char *const *pa
     if (pg->inflight == NULL && !pg->pumping && mm__pg_send(pg) != 0)
         mm__pg_arm_write(pg);
     return 0;
+}
+
+int mm_pg_query(mm_pg_t *pg, const char *sql, int nparams, const char *const *params, mm_pg_cb cb, void *data)
+{
+    return mm__pg_enqueue(pg, sql, 0, nparams, params, cb, data);
+}
+
+int mm_pg_query_static(mm_pg_t *pg, const char *sql, int nparams, const char *const *params, mm_pg_cb cb, void *data)
+{
+    return mm__pg_enqueue(pg, sql, 1, nparams, params, cb, data);
 }
 
 const char *mm_pg_sqlstate(const PGresult *res)
