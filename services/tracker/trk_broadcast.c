@@ -69,14 +69,16 @@ static int64_t trk_heartbeat_interval(const trk_config_t *conf)
 static const char trk_sql_registered[] = "SELECT 1 FROM peers WHERE peer_id = $1";
 
 /* $5: the peer was live. A lapsed broadcast that the reaper has not removed
- * yet is closed here (its `offline` event) before the new one starts. */
+ * yet is closed here (its `offline` event) before the new one starts. $6:
+ * the start, from the clock presence runs on (Redis), so online_since is
+ * never later than the last heartbeat. */
 static const char trk_sql_ready[] =
     "WITH up AS ("
-    " INSERT INTO broadcasts (peer_id, port, candidates, observed_address)"
-    " VALUES ($1, $2::int, $3::jsonb, nullif($4, ''))"
+    " INSERT INTO broadcasts (peer_id, port, candidates, observed_address, started_at)"
+    " VALUES ($1, $2::int, $3::jsonb, nullif($4, ''), to_timestamp($6::bigint / 1000.0))"
     " ON CONFLICT (peer_id) DO UPDATE SET port = EXCLUDED.port, candidates = EXCLUDED.candidates,"
     " observed_address = EXCLUDED.observed_address,"
-    " started_at = CASE WHEN $5::boolean THEN broadcasts.started_at ELSE now() END"
+    " started_at = CASE WHEN $5::boolean THEN broadcasts.started_at ELSE EXCLUDED.started_at END"
     " RETURNING (xmax = 0) AS inserted),"
     " ev AS (INSERT INTO peer_events (peer_id, kind, detail)"
     " SELECT $1, v.kind, v.detail FROM up, (VALUES (1, 'offline', '{\"reason\": \"expired\"}'::jsonb),"
@@ -122,15 +124,18 @@ static void trk_ready_on_presence(redisReply *reply, void *data)
 
     if (req == NULL)
         goto out;
-    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[0]->type != REDIS_REPLY_INTEGER || reply->element[1]->type != REDIS_REPLY_STRING) {
         if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
             mm_error("ready: redis: %s", reply->str);
         mm_reply_unavailable(req, "Redis");
         goto out;
     }
     {
-        const char *params[] = {op->peer_id, op->port, op->candidates, op->observed, reply->integer == 1 ? "true" : "false"};
-        if (mm_pg_query(op->t->pg, trk_sql_ready, 5, params, trk_ready_on_row, op) == 0)
+        const char *params[] = {
+            op->peer_id,           op->port, op->candidates, op->observed, reply->element[0]->integer == 1 ? "true" : "false",
+            reply->element[1]->str};
+        if (mm_pg_query_static(op->t->pg, trk_sql_ready, 6, params, trk_ready_on_row, op) == 0)
             return;
     }
     mm_reply_unavailable(req, "PostgreSQL");
@@ -195,7 +200,7 @@ void trk_ready(h2o_req_t *req, mm_thread_t *thread)
     op->candidates = json_dumps(candidates, JSON_COMPACT);
     {
         const char *params[] = {op->peer_id};
-        if (mm_pg_query(t->pg, trk_sql_registered, 1, params, trk_ready_on_registered, op) != 0) {
+        if (mm_pg_query_static(t->pg, trk_sql_registered, 1, params, trk_ready_on_registered, op) != 0) {
             mm_reply_unavailable(req, "PostgreSQL");
             trk_bcast_op_free(op);
         }
@@ -267,7 +272,7 @@ static void trk_heartbeat_on_presence(redisReply *reply, void *data)
     snprintf(scope, sizeof(scope), "%s", mm_scope_name(mm_addr_scope(&a)));
     {
         const char *params[] = {op->peer_id, op->observed, scope};
-        if (mm_pg_query(op->t->pg, trk_sql_observed, 3, params, trk_heartbeat_on_observed, op) == 0)
+        if (mm_pg_query_static(op->t->pg, trk_sql_observed, 3, params, trk_heartbeat_on_observed, op) == 0)
             return;
     }
     trk_heartbeat_reply(req, op);
@@ -335,7 +340,7 @@ static void trk_stop_on_presence(redisReply *reply, void *data)
     }
     /* invisible from here on; the row and the event follow */
     params[0] = op->peer_id;
-    if (mm_pg_query(op->t->pg, trk_sql_stop, 1, params, trk_stop_on_row, op) == 0)
+    if (mm_pg_query_static(op->t->pg, trk_sql_stop, 1, params, trk_stop_on_row, op) == 0)
         return;
     mm_reply_unavailable(req, "PostgreSQL");
 out:

@@ -160,7 +160,8 @@ out:
     trk_disc_op_free(op);
 }
 
-/* Starts a discovery query; the Redis check follows in trk_disc_on_rows. */
+/* Starts a discovery query, one of the static statements above (`sql` is
+ * prepared once per connection); the Redis check follows in trk_disc_on_rows. */
 static void trk_disc_start(h2o_req_t *req, trk_thread_t *t, const char *sql, const char *const *params, int nparams, int is_list,
                            int limit)
 {
@@ -175,7 +176,7 @@ static void trk_disc_start(h2o_req_t *req, trk_thread_t *t, const char *sql, con
     op->t = t;
     op->is_list = is_list;
     op->limit = limit;
-    if (mm_pg_query(t->pg, sql, nparams, params, trk_disc_on_rows, op) != 0) {
+    if (mm_pg_query_static(t->pg, sql, nparams, params, trk_disc_on_rows, op) != 0) {
         mm_reply_unavailable(req, "PostgreSQL");
         trk_disc_op_free(op);
     }

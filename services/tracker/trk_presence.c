@@ -12,8 +12,8 @@
 #include "trk.h"
 
 /* KEYS: presence, deadlines, epoch marker. ARGV: observed ip, ttl s, peer_id, mode.
- * Mode "0" (ready): sets presence, returns 1 when the peer was already
- * live, 0 when this starts a new broadcast. While the epoch marker is
+ * Mode "0" (ready): sets presence, returns {1 when the peer was already
+ * live or 0 when this starts a new broadcast, the time set in unix ms}. While the epoch marker is
  * missing, Redis has lost its data and presence is about to be restored:
  * an absent key then says nothing, and the peer counts as live.
  * Mode "1" (restore): sets it only when absent, returns 1 when it did. */
@@ -25,7 +25,7 @@ const char trk_lua_ready[] = "local existed = redis.call('EXISTS', KEYS[1]) "
                              "redis.call('SET', KEYS[1], string.format('%.0f', ms) .. ' ' .. ARGV[1], 'EX', ARGV[2]) "
                              "redis.call('ZADD', KEYS[2], string.format('%.0f', ms + tonumber(ARGV[2]) * 1000), ARGV[3]) "
                              "if ARGV[4] == '1' then return 1 end "
-                             "return existed";
+                             "return {existed, string.format('%.0f', ms)}";
 
 /* KEYS: presence, deadlines. ARGV: ttl s, peer_id. Extends a live presence;
  * returns the observed ip it holds, or nil when the peer is not broadcasting. */
@@ -149,7 +149,8 @@ static void trk_epoch_on_check(redisReply *reply, void *data)
     r = mm_xcalloc(1, sizeof(*r));
     r->t = t;
     snprintf(r->now, sizeof(r->now), "%llu", (unsigned long long)mm_now_ms());
-    if (mm_pg_query(t->pg, "SELECT peer_id, coalesce(observed_address, '') FROM broadcasts", 0, NULL, trk_restore_on_rows, r) != 0)
+    if (mm_pg_query_static(t->pg, "SELECT peer_id, coalesce(observed_address, '') FROM broadcasts", 0, NULL, trk_restore_on_rows,
+                           r) != 0)
         trk_restore_on_rows(MM_PG_UNAVAILABLE, NULL, r);
 }
 

@@ -63,7 +63,7 @@ static void trk_register_on_row(mm_pg_status_t status, PGresult *res, void *data
 
 static int trk_register_send(trk_register_op_t *op)
 {
-    return mm_pg_query(op->t->pg, trk_sql_register, 4, op->params, trk_register_on_row, op);
+    return mm_pg_query_static(op->t->pg, trk_sql_register, 4, op->params, trk_register_on_row, op);
 }
 
 static void trk_register_on_row(mm_pg_status_t status, PGresult *res, void *data)

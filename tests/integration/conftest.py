@@ -97,6 +97,7 @@ def tracker(stores, run_dir):
     t = mm.Tracker(stores, run_dir)
     try:
         t.start()
+        stores.wait_presence_marker()
         yield t
     finally:
         t.stop_checked()
@@ -114,12 +115,13 @@ def gateway(tracker, server_cert, run_dir):
 
 @pytest.fixture
 def start_gateway(tracker, server_cert, run_dir):
-    """Starts an extra gateway in front of the shared tracker with extra
-    MM_* settings: start_gateway(MM_RATE_LIMIT=1, ...). Stopped (and checked
-    for a clean exit) after the test."""
+    """Starts an extra gateway in front of the shared tracker (or of
+    `tracker=`, another mm.Tracker) with extra MM_* settings:
+    start_gateway(MM_RATE_LIMIT=1, ...). Stopped (and checked for a clean
+    exit) after the test."""
     started = []
 
-    def start(name="mm-gateway-x", **env):
+    def start(name="mm-gateway-x", tracker=tracker, **env):
         g = mm.Gateway(tracker.url, server_cert, run_dir, name=f"{name}{len(started) + 1}", **env)
         started.append(g)
         return g.start()
@@ -132,6 +134,41 @@ def start_gateway(tracker, server_cert, run_dir):
         except AssertionError as e:
             errors.append(str(e))
     assert not errors, "\n".join(errors)
+
+
+@pytest.fixture
+def start_tracker(stores, run_dir):
+    """Starts an extra tracker on the shared stores with extra MM_* settings:
+    start_tracker(MM_PRESENCE_TTL=600). Stopped (and checked for a clean
+    exit) after the test. Mind that its presence keys live in the shared
+    Redis: never leave one there that expires during the session."""
+    started = []
+
+    def start(name="mm-tracker-x", **env):
+        t = mm.Tracker(stores, run_dir, name=f"{name}{len(started) + 1}", **env)
+        started.append(t)
+        return t.start()
+
+    yield start
+    errors = []
+    for t in started:
+        try:
+            t.stop_checked()
+        except AssertionError as e:
+            errors.append(str(e))
+    assert not errors, "\n".join(errors)
+
+
+@pytest.fixture
+def registered(certs, curl, gateway):
+    """Makes a fresh identity registered through the shared gateway:
+    registered(display_name=None, alg='p256', email=None)."""
+
+    def make(display_name=None, alg="p256", email=None):
+        return mm.register(curl, gateway, certs.self_signed(email or mm.uniq_email(), alg=alg),
+                           display_name=display_name)
+
+    return make
 
 
 @pytest.fixture(autouse=True)

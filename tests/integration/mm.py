@@ -482,30 +482,190 @@ class Stores:
     def redis_raw(self, *args):
         return run(["redis-cli", "-s", self.redis_sock, "--raw", *args], timeout=10).stdout.strip()
 
-    def snapshot(self):
+    # Every key with a SHA-1 of its DUMP (the value, not the TTL), sorted:
+    # a rejected heartbeat that extended a TTL still shows, because the
+    # tracker's deadline index (a sorted set) changes with it.
+    _REDIS_DIGEST_LUA = (
+        "local out = {} local ks = redis.call('KEYS', '*') table.sort(ks) "
+        "for _, k in ipairs(ks) do out[#out + 1] = k "
+        "out[#out + 1] = redis.sha1hex(redis.call('DUMP', k) or '') end return out"
+    )
+
+    def redis_digest(self):
+        """{key: sha1 of its value} for every key in Redis (TTLs left out)."""
+        lines = self.redis_raw("EVAL", self._REDIS_DIGEST_LUA, "0").splitlines()
+        return dict(zip(lines[0::2], lines[1::2]))
+
+    def snapshot(self, redis=True, deep=False):
         """Every table of the public schema (as sorted row texts) and the
-        Redis key count: equal snapshots mean nothing changed."""
+        Redis key count: equal snapshots mean nothing changed. deep: also
+        every Redis key and value (not TTLs); redis=False: PostgreSQL only
+        (for when Redis is down)."""
         rows = self.sql(
             "SELECT table_name, md5(query_to_xml(format('SELECT t::text AS r FROM %I t ORDER BY 1', table_name),"
             " true, false, '')::text) FROM information_schema.tables"
             " WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1"
         )
-        return {"db": rows, "redis_keys": self.redis_raw("DBSIZE")}
+        snap = {"db": rows}
+        if redis:
+            snap["redis_keys"] = self.redis_raw("DBSIZE")
+        if redis and deep:
+            snap["redis"] = self.redis_digest()
+        return snap
 
     @contextlib.contextmanager
-    def unchanged(self):
-        """Asserts that the block changes nothing in PostgreSQL or Redis."""
-        before = self.snapshot()
+    def unchanged(self, redis=True, deep=False):
+        """Asserts that the block changes nothing in PostgreSQL or Redis
+        (see snapshot() for redis and deep)."""
+        before = self.snapshot(redis=redis, deep=deep)
         yield
-        after = self.snapshot()
+        after = self.snapshot(redis=redis, deep=deep)
         if before != after:
             b = dict((r[0], r[1]) for r in before["db"])
             a = dict((r[0], r[1]) for r in after["db"])
             changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            rb, ra = before.get("redis", {}), after.get("redis", {})
+            rchanged = sorted(k for k in set(ra) | set(rb) if ra.get(k) != rb.get(k))
             raise AssertionError(
                 f"a rejected request changed the stores: tables {changed}, "
-                f"redis keys {before['redis_keys']} -> {after['redis_keys']}"
+                f"redis keys {before.get('redis_keys')} -> {after.get('redis_keys')}"
+                + (f", redis keys changed: {rchanged}" if rchanged else "")
             )
+
+    # -- broadcasts (SPEC §3.1, §7) ---------------------------------------
+
+    def broadcast(self, peer_id):
+        """The broadcasts row of peer_id as a dict (candidates parsed), or None."""
+        rows = self.sql("SELECT row_to_json(b)::text FROM broadcasts b WHERE peer_id = :'pid'", pid=peer_id)
+        return json.loads(rows[0][0]) if rows else None
+
+    def presence(self, peer_id):
+        """What Redis holds for peer_id: {"exists", "ttl" (s, -2 absent),
+        "deadline" (the score in mm:presence:deadlines, ms, or None)}."""
+        key = f"mm:presence:{peer_id}"
+        score = self.redis_raw("ZSCORE", "mm:presence:deadlines", peer_id)
+        return {
+            "exists": self.redis_raw("EXISTS", key) == "1",
+            "ttl": int(self.redis_raw("TTL", key)),
+            "deadline": float(score) if score else None,
+        }
+
+    def wait_presence_marker(self, timeout=5.0):
+        """Waits (at most `timeout`, without failing) until a tracker has set
+        mm:epoch, its marker of a Redis that kept its data (docs/architecture.md):
+        until then the tracker may still write to Redis on its own (a
+        restore), which a snapshot taken too early would count as a change."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.redis_raw("EXISTS", "mm:epoch") == "1":
+                time.sleep(0.1)  # the restore (of what PostgreSQL holds) follows the marker
+                return True
+            time.sleep(0.05)
+        return False
+
+    def presence_peer_ids(self):
+        """peer_ids with a live presence key."""
+        keys = self.redis_raw("KEYS", "mm:presence:*").splitlines()
+        return {k[len("mm:presence:"):] for k in keys if re.fullmatch(r"mm:presence:[0-9a-f]{64}", k)}
+
+    # -- bulk loading and expiry (the reaper's tests) ----------------------
+
+    def sql_script(self, script, timeout=120):
+        """Runs a psql script from stdin (COPY ... FROM STDIN data may
+        follow its COPY line); returns stdout."""
+        return run(["psql", self.pg_url, "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"], input=script,
+                   timeout=timeout).stdout
+
+    def redis_pipe(self, payload, timeout=300):
+        """Feeds RESP (bytes, see resp()) to `redis-cli --pipe`; fails
+        unless every reply was a success. Returns the number of replies."""
+        p = subprocess.run(["redis-cli", "-s", self.redis_sock, "--pipe"], input=payload, capture_output=True,
+                           timeout=timeout)
+        out = p.stdout.decode("utf-8", "replace")
+        m = re.search(r"errors: (\d+), replies: (\d+)", out)
+        assert p.returncode == 0 and m and m.group(1) == "0", f"redis-cli --pipe: {out}\n{p.stderr!r}"
+        return int(m.group(2))
+
+    # Sets presence keys and their deadlines the way the tracker's ready
+    # script does (trk_presence.c): value "<now ms> 127.0.0.1", score = the
+    # key's expiry in unix ms, both from Redis's clock. ARGV: id, ttl ms,
+    # ... Returns the deadlines.
+    _LOAD_PRESENCE_LUA = (
+        "local t = redis.call('TIME') "
+        "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
+        "local out = {} "
+        "for i = 1, #ARGV, 2 do "
+        "  local ttl = tonumber(ARGV[i + 1]) "
+        "  redis.call('SET', 'mm:presence:' .. ARGV[i], string.format('%.0f', now) .. ' 127.0.0.1', 'PX', ttl) "
+        "  redis.call('ZADD', 'mm:presence:deadlines', string.format('%.0f', now + ttl), ARGV[i]) "
+        "  out[#out + 1] = string.format('%.0f', now + ttl) "
+        "end "
+        "return out"
+    )
+
+    def add_broadcasts(self, ttls_ms, port):
+        """Broadcasting peers without a client: {peer_id: ttl ms} gets a
+        peers row, live presence with that TTL plus its deadline (Redis
+        first, as a ready does: a sweep in between must not see a row
+        without presence), and a broadcasts row with `port` (tests mark
+        their batches by port). Returns {peer_id: deadline, unix ms}."""
+        items = list(ttls_ms.items())
+        deadlines = {}
+        for i in range(0, len(items), 500):
+            chunk = items[i:i + 500]
+            args = [str(x) for pid, ttl in chunk for x in (pid, int(ttl))]
+            out = self.redis_raw("EVAL", self._LOAD_PRESENCE_LUA, "0", *args).split()
+            assert len(out) == len(chunk), out[:5]
+            deadlines.update((pid, int(d)) for (pid, _), d in zip(chunk, out))
+        peers = "".join(f"{pid}\tsyn-{pid[:20]}@example.com\t{pid}\n" for pid, _ in items)
+        bcasts = "".join(f"{pid}\t{port}\t[]\t127.0.0.1\n" for pid, _ in items)
+        self.sql_script(
+            "BEGIN;\nCOPY peers (peer_id, email, fingerprint) FROM STDIN;\n" + peers + "\\.\n"
+            "COPY broadcasts (peer_id, port, candidates, observed_address) FROM STDIN;\n" + bcasts + "\\.\n"
+            "COMMIT;\n")
+        return deadlines
+
+    def broadcasts_on_port(self, port):
+        return int(self.sql_value("SELECT count(*) FROM broadcasts WHERE port = :'p'", p=port))
+
+    def last_event_id(self):
+        return int(self.sql_value("SELECT coalesce(max(id), 0) FROM peer_events"))
+
+    def offline_events(self, since_id):
+        """The `offline` events after event id `since_id`: {peer_id: [event,
+        ...]}, each {"reason", "expired_at" (unix s, or None when the detail
+        has none or null), "has_expired_at" (the key is in the detail),
+        "at" (unix s), "lag" (at - expired_at, s, or None)}."""
+        rows = self.sql(
+            "SELECT peer_id, coalesce(detail->>'reason', ''), coalesce(detail->>'expired_at', ''),"
+            " (detail ? 'expired_at')::text, extract(epoch FROM at)::text"
+            " FROM peer_events WHERE kind = 'offline' AND id > :'since' ORDER BY id", since=since_id)
+        out = {}
+        for pid, reason, exp, has_exp, at in rows:
+            at = float(at)
+            expired_at = parse_utc(exp) if exp else None
+            out.setdefault(pid, []).append({
+                "reason": reason, "expired_at": expired_at, "has_expired_at": has_exp == "true", "at": at,
+                "lag": at - expired_at if expired_at is not None else None})
+        return out
+
+    def kinds_since(self, peer_id, since_id):
+        """The kinds of peer_id's events after event id `since_id`, in order."""
+        return [r[0] for r in self.sql("SELECT kind FROM peer_events WHERE peer_id = :'pid' AND id > :'since'"
+                                       " ORDER BY id", pid=peer_id, since=since_id)]
+
+
+def resp(*args):
+    """One Redis command in RESP, for redis-cli --pipe."""
+    parts = [f"*{len(args)}\r\n".encode()]
+    for a in args:
+        b = a if isinstance(a, bytes) else str(a).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(parts)
+
+
+def random_peer_ids(n):
+    return [os.urandom(32).hex() for _ in range(n)]
 
 
 # ---------------------------------------------------------------------------
@@ -721,6 +881,115 @@ class Gateway(Proc):
             self.env["MM_GATEWAY_INTERNAL_LISTEN"] = f"127.0.0.1:{self.iport}"
 
         return self.start_with_retry(lambda: self.wait_ready(self.internal("/readyz")), new_ports)
+
+
+def parse_metrics(text):
+    """Prometheus text -> {'name{labels}': value} ('name' alone without
+    labels), labels exactly as the service writes them."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        with contextlib.suppress(ValueError):
+            out[key] = float(value)
+    return out
+
+
+class Reaper(Proc):
+    """mm-reaper on a loopback port of its own (MM_REAPER_LISTEN), over
+    `stores`; extra MM_* settings as keyword arguments (MM_SWEEP_INTERVAL,
+    MM_REAPER_POLL_MS, MM_REAPER_BATCH, or MM_REDIS_URL for another Redis)."""
+
+    REASONS = ("event", "deadline", "sweep")
+
+    def __init__(self, stores, workdir, name="mm-reaper", **extra_env):
+        self.port = free_port()
+        env = {
+            "MM_REAPER_LISTEN": f"127.0.0.1:{self.port}",
+            "MM_DATABASE_URL": stores.pg_url,
+            "MM_REDIS_URL": stores.redis_url,
+            "MM_LOG_LEVEL": "debug",
+        }
+        env.update(extra_env)
+        super().__init__(name, binary("mm-reaper"), env, workdir)
+
+    def internal(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self):
+        def new_ports():
+            self.port = free_port()
+            self.env["MM_REAPER_LISTEN"] = f"127.0.0.1:{self.port}"
+
+        return self.start_with_retry(lambda: self.wait_ready(self.internal("/readyz")), new_ports)
+
+    def start_expecting_exit(self, timeout=15.0):
+        """Starts it when it should refuse to run: waits for it to exit
+        and returns (exit code, what it logged)."""
+        Proc.start(self)
+        try:
+            self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.terminate()
+            raise AssertionError(f"{self.name} still runs after {timeout}s; log:\n{tail(self.log)}") from None
+        self._close()
+        return self.p.returncode, tail(self.log, 200, since=self._log_start)
+
+    def kill(self):
+        """SIGKILL by pid (a crash: no chance to finish anything)."""
+        os.kill(self.p.pid, signal.SIGKILL)
+        self.p.wait(5)
+        self._close()
+
+    def ready_status(self):
+        try:
+            return http_get(self.internal("/readyz"), timeout=1.0)[0]
+        except OSError:
+            return None
+
+    def metrics(self):
+        status, _, body = http_get(self.internal("/metrics"))
+        assert status == 200, f"{self.name} /metrics: {status} {body[:200]!r}"
+        return parse_metrics(body.decode())
+
+    def reaped(self, m=None):
+        """{reason: mm_reaper_reaped_total} (and "all": their sum)."""
+        m = self.metrics() if m is None else m
+        out = {r: int(m.get(f'mm_reaper_reaped_total{{reason="{r}"}}', 0)) for r in self.REASONS}
+        out["all"] = sum(out.values())
+        return out
+
+
+class ExtraRedis:
+    """A redis-server of a test's own on a unix socket in `directory`, with
+    extra command-line arguments (e.g. "--rename-command", "CONFIG", "").
+    Stopped by pid with stop()."""
+
+    def __init__(self, directory, *args):
+        os.makedirs(directory, exist_ok=True)
+        self.dir = directory
+        self.sock = os.path.join(directory, "redis.sock")
+        self.url = f"unix:{self.sock}"
+        self._log = open(os.path.join(directory, "redis.log"), "ab")
+        self.p = subprocess.Popen(
+            ["redis-server", "--port", "0", "--unixsocket", self.sock, "--unixsocketperm", "700", "--dir", directory,
+             "--save", "", "--appendonly", "no", *args],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log, start_new_session=True)
+        wait_for(lambda: self.cli("PING") == "PONG", timeout=10, what=f"redis-server in {directory}")
+
+    def cli(self, *args):
+        return run(["redis-cli", "-s", self.sock, "--raw", *args], check=False, timeout=10).stdout.strip()
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(5)
+        self._log.close()
 
 
 # ---------------------------------------------------------------------------
@@ -956,3 +1225,205 @@ def assert_registration(resp, status, cert, display_name=None):
 
 def cleanup_dir(path):
     shutil.rmtree(path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# broadcast and discovery (SPEC §3.1)
+
+REGISTER = "/api/relay/register"
+READY = "/api/relay/broadcast/ready"
+HEARTBEAT = "/api/relay/broadcast/heartbeat"
+STOP = "/api/relay/broadcast/stop"
+LOOKUP = "/api/relay/broadcast/lookup"
+LIST = "/api/relay/broadcast/list"
+
+# online_since: whole seconds; last_heartbeat may carry a fraction.
+UTC_SECONDS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+UTC_FRACTION_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")
+SCOPES = ("loopback", "link-local", "private", "public")
+PEER_RECORD_KEYS = ("peer_id", "email", "display_name", "port", "online_since", "last_heartbeat", "expires_in",
+                    "candidates")
+
+
+def parse_utc(text):
+    """Seconds since the epoch of an RFC 3339 UTC time ("...Z")."""
+    import datetime
+
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def register(curl, gateway, cert, display_name=None):
+    """Registers `cert` (must be new) through `gateway`; returns the cert."""
+    body = {} if display_name is None else {"display_name": display_name}
+    assert_registration(curl(gateway.url(REGISTER), cert=cert, json_body=body), 201, cert, display_name=display_name)
+    return cert
+
+
+def ready(curl, gateway, cert, port=None, addresses=None, *, body=None, **kw):
+    """POST broadcast/ready with {"port", "addresses"} (None: left out) or
+    with `body` as given."""
+    if body is None:
+        body = {}
+        if port is not None:
+            body["port"] = port
+        if addresses is not None:
+            body["addresses"] = addresses
+    return curl(gateway.url(READY), cert=cert, json_body=body, **kw)
+
+
+def heartbeat(curl, gateway, cert, **kw):
+    return curl(gateway.url(HEARTBEAT), cert=cert, **kw)
+
+
+def stop(curl, gateway, cert, **kw):
+    return curl(gateway.url(STOP), cert=cert, **kw)
+
+
+def _query(params):
+    import urllib.parse
+
+    return "&".join(f"{urllib.parse.quote(str(k), safe='')}={urllib.parse.quote(str(v), safe='')}"
+                    for k, v in params if v is not None)
+
+
+def lookup(curl, gateway, cert, email=None, peer_id=None, *, query=None, **kw):
+    """GET broadcast/lookup?email=|peer_id= (query: a raw query string)."""
+    if query is None:
+        query = _query([("email", email), ("peer_id", peer_id)])
+    return curl(gateway.url(f"{LOOKUP}?{query}" if query else LOOKUP), method="GET", cert=cert, **kw)
+
+
+def list_page(curl, gateway, cert, limit=None, after=None, *, query=None, **kw):
+    """GET broadcast/list?limit=&after= (query: a raw query string)."""
+    if query is None:
+        query = _query([("limit", limit), ("after", after)])
+    return curl(gateway.url(f"{LIST}?{query}" if query else LIST), method="GET", cert=cert, **kw)
+
+
+def assert_ready(resp, cert, *, ttl=3600, interval=None, observed="127.0.0.1"):
+    """A 200 ready answer: {"peer_id","expires_in","heartbeat_interval",
+    "observed_address"}; heartbeat_interval within [0.9 * interval,
+    interval] (interval defaults to ttl / 2)."""
+    body = assert_json(resp, 200)
+    for k in ("peer_id", "expires_in", "heartbeat_interval", "observed_address"):
+        assert k in body, f"ready answer without {k!r}: {body!r}"
+    assert body["peer_id"] == cert.peer_id, body
+    assert body["expires_in"] == ttl and type(body["expires_in"]) is int, f"expires_in should be {ttl}: {body!r}"
+    interval = ttl / 2 if interval is None else interval
+    hi = body["heartbeat_interval"]
+    assert type(hi) in (int, float) and 0.9 * interval - 1e-9 <= hi <= interval, (
+        f"heartbeat_interval {hi!r} not within [{0.9 * interval}, {interval}]: {body!r}")
+    if observed is not None:
+        assert body["observed_address"] == observed, f"observed_address should be {observed!r}: {body!r}"
+    return body
+
+
+def cand(ip, port, scope, source="reported"):
+    return {"ip": ip, "port": port, "scope": scope, "source": source}
+
+
+def assert_peer_record(rec, cert, *, port=None, display_name=None, ttl=3600, candidates=None):
+    """One peer record (SPEC §3.1) for `cert`; `candidates` (a list) must be
+    exactly equal when given."""
+    assert isinstance(rec, dict), f"a peer record is an object: {rec!r}"
+    missing = [k for k in PEER_RECORD_KEYS if k not in rec]
+    assert not missing, f"peer record without {missing}: {rec!r}"
+    assert rec["peer_id"] == cert.peer_id, rec
+    assert rec["email"] == cert.email, rec
+    assert rec["display_name"] == display_name, f"display_name should be {display_name!r}: {rec!r}"
+    if port is not None:
+        assert rec["port"] == port, rec
+    assert isinstance(rec["online_since"], str) and UTC_SECONDS_RE.match(rec["online_since"]), (
+        f"online_since should be YYYY-MM-DDTHH:MM:SSZ: {rec!r}")
+    assert isinstance(rec["last_heartbeat"], str) and UTC_FRACTION_RE.match(rec["last_heartbeat"]), (
+        f"last_heartbeat should be RFC 3339 UTC: {rec!r}")
+    assert parse_utc(rec["last_heartbeat"]) >= parse_utc(rec["online_since"]), rec
+    assert type(rec["expires_in"]) is int and 0 < rec["expires_in"] <= ttl, f"expires_in not in (0, {ttl}]: {rec!r}"
+    assert isinstance(rec["candidates"], list) and rec["candidates"], f"no candidates: {rec!r}"
+    for c in rec["candidates"]:
+        assert isinstance(c, dict) and set(c) == {"ip", "port", "scope", "source"}, f"candidate shape: {c!r}"
+        assert c["scope"] in SCOPES and c["source"] in ("reported", "observed"), c
+        assert type(c["port"]) is int and 1 <= c["port"] <= 65535, c
+    if candidates is not None:
+        assert rec["candidates"] == candidates, (
+            f"candidates\n  got      {rec['candidates']!r}\n  expected {candidates!r}")
+    return rec
+
+
+def walk_list(curl, gateway, cert, limit=None, between_pages=None, max_pages=1000):
+    """Follows `next` from the first page to the end; between_pages(n, pages)
+    runs after page n (1-based). Returns the pages' bodies."""
+    pages, after = [], None
+    while True:
+        body = assert_json(list_page(curl, gateway, cert, limit=limit, after=after), 200)
+        assert isinstance(body, dict) and set(body) >= {"peers", "next"}, f"list answer shape: {body!r}"
+        assert isinstance(body["peers"], list), body
+        if limit is not None:
+            assert len(body["peers"]) <= limit, f"{len(body['peers'])} peers on a page of limit {limit}"
+        pages.append(body)
+        if body["next"] is None:
+            return pages
+        assert isinstance(body["next"], str) and body["next"], f"next must be a string or null: {body['next']!r}"
+        assert len(pages) < max_pages, "list never ends"
+        after = body["next"]
+        if between_pages is not None:
+            between_pages(len(pages), pages)
+
+
+def proxy_preamble(src_ip, src_port=40404):
+    """A PROXY protocol v1 header claiming the connection comes from src_ip."""
+    if ":" in src_ip:
+        return f"PROXY TCP6 {src_ip} ::1 {src_port} 443\r\n".encode()
+    return f"PROXY TCP4 {src_ip} 127.0.0.1 {src_port} 443\r\n".encode()
+
+
+def proxied(gateway, cacert, cert, method, path, body=None, *, src_ip, src_port=40404):
+    """One request on a new connection that starts with a PROXY header (for a
+    gateway with MM_TRUST_PROXY_PROTOCOL=1)."""
+    conn = TLSConn(gateway.port, ssl_client_context(cacert, cert), preamble=proxy_preamble(src_ip, src_port))
+    try:
+        return conn.request(method, path, body)
+    finally:
+        conn.close()
+
+
+class Stack:
+    """Own stores + tracker + gateway (for tests that stop or flush a store,
+    or need special tracker settings on stores nobody else uses)."""
+
+    def __init__(self, run_dir, server_cert, tag, tracker_env=None, gateway_env=None):
+        self.stores = Stores(os.path.join(run_dir, tag))
+        self.tracker = self.gateway = None
+        self._args = (run_dir, server_cert, tag, tracker_env or {}, gateway_env or {})
+
+    def __enter__(self):
+        run_dir, server_cert, tag, tenv, genv = self._args
+        try:
+            self.stores.start()
+            self.tracker = Tracker(self.stores, run_dir, name=f"mm-tracker-{tag}", **tenv).start()
+            self.gateway = Gateway(self.tracker.url, server_cert, run_dir, name=f"mm-gateway-{tag}", **genv).start()
+            self.stores.wait_presence_marker()
+        except BaseException:
+            self.close(check=False)
+            raise
+        return self
+
+    def close(self, check=True):
+        errors = []
+        for p in (self.gateway, self.tracker):
+            if p is None:
+                continue
+            try:
+                if check:
+                    p.stop_checked()  # also fails when it had crashed
+                else:
+                    p.terminate()
+            except AssertionError as e:
+                errors.append(str(e))
+        self.stores.stop()
+        if check:
+            assert not errors, "\n".join(errors)
+
+    def __exit__(self, et, ev, tb):
+        self.close(check=et is None)
+        return False
