@@ -68,7 +68,7 @@ UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 LOAD_SRC := $(wildcard tests/load/*.c)
 LOAD_BINS := $(LOAD_SRC:tests/load/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps up down test test-unit test-integration bench fmt fmt-check lint install clean
+.PHONY: all deps up down test test-unit test-integration bench fuzz fmt fmt-check lint install clean
 
 all: $(BINS)
 
@@ -111,6 +111,25 @@ test-integration: all
 
 bench: all $(LOAD_BINS)
 	@tests/load/run-all.sh
+
+# libFuzzer harnesses: tests/fuzz/fuzz_<name>.c against the libmm sources
+# they name in their header (FUZZ_SRC_<name>), seeds in tests/fuzz/seeds_<name>.
+FUZZ_TIME ?= 60
+FUZZ_SRC_stun := common/src/stun.c
+FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+define fuzz_rule
+$(BUILD)/fuzz/fuzz_$(1): tests/fuzz/fuzz_$(1).c $(FUZZ_SRC_$(1))
+	@mkdir -p $$(dir $$@)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -std=c17 -D_GNU_SOURCE \
+	  -Icommon/include -o $$@ $$^ -lcrypto
+endef
+$(foreach n,$(FUZZ_NAMES),$(eval $(call fuzz_rule,$(n))))
+
+fuzz: $(FUZZ_NAMES:%=$(BUILD)/fuzz/fuzz_%)
+	@for n in $(FUZZ_NAMES); do \
+	  mkdir -p $(BUILD)/fuzz/corpus_$$n; \
+	  $(BUILD)/fuzz/fuzz_$$n -max_total_time=$(FUZZ_TIME) -max_len=2048 $(BUILD)/fuzz/corpus_$$n tests/fuzz/seeds_$$n || exit 1; \
+	done
 
 FMT_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 fmt:

@@ -64,8 +64,8 @@
 #   MMLOAD_SCENARIOS="new-conn new-conn-ab h2-ka h1-ka h2-front h1-front"
 #                               (new-conn-ab only when ab is installed:
 #                               Debian apache2-utils)
-#   MMLOAD_MAKE=1               run `make all` first (default: only when a
-#                               binary is missing)
+#   MMLOAD_MAKE=1               build mm-gateway and mm-tracker first
+#                               (default: only when one is missing)
 #   MMLOAD_KEEP=1, MM_BUILD_DIR, NGINX=/usr/sbin/nginx
 #
 # Exit status: 0 when measured (whatever the ratios), 1 when a server did not
@@ -113,12 +113,7 @@ curl --help all 2>/dev/null | grep -q -- '--parallel-max' || load_die "this curl
 
 # --- binaries ---------------------------------------------------------------
 
-if [ "${MMLOAD_MAKE:-0}" = 1 ] || [ ! -x "$LOAD_BIN/mm-gateway" ] || [ ! -x "$LOAD_BIN/mm-tracker" ]; then
-    load_log "building (make all)"
-    make -C "$LOAD_ROOT" --no-print-directory -s all >&2 || load_die "make all failed"
-fi
-[ -x "$LOAD_BIN/mm-gateway" ] || load_die "$LOAD_BIN/mm-gateway is missing"
-[ -x "$LOAD_BIN/mm-tracker" ] || load_die "$LOAD_BIN/mm-tracker is missing"
+load_build mm-gateway mm-tracker
 
 load_tmpdir
 T=$LOAD_TMP
@@ -128,9 +123,7 @@ FAILS=0
 # --- certificates -------------------------------------------------------------
 
 # The server's: one EC P-256 key and certificate for both fronts.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -keyout "$T/pki/server.key" -out "$T/pki/server.crt" -subj /CN=localhost \
-    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 >/dev/null 2>&1 || load_die "openssl: server certificate"
+load_server_cert "$T/pki"
 
 # The clients': self-signed EC P-256 with an email, as peers make their own.
 # For each: peer_id (SHA-256 of the DER SPKI), fingerprint (SHA-256 of the
@@ -141,12 +134,10 @@ SHA1S=()
 EMAILS=()
 for ((i = 1; i <= CLIENTS; i++)); do
     email="load$i@bench.example"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-        -keyout "$T/pki/c$i.key" -out "$T/pki/c$i.crt" -subj "/CN=load client $i" \
-        -addext "subjectAltName=email:$email" >/dev/null 2>&1 || load_die "openssl: client certificate $i"
-    PEER_IDS[i]=$(openssl x509 -in "$T/pki/c$i.crt" -pubkey -noout | openssl pkey -pubin -outform DER | sha256sum | cut -d' ' -f1)
-    FPS[i]=$(openssl x509 -in "$T/pki/c$i.crt" -outform DER | sha256sum | cut -d' ' -f1)
-    SHA1S[i]=$(openssl x509 -in "$T/pki/c$i.crt" -outform DER | sha1sum | cut -d' ' -f1)
+    load_client_cert "$T/pki" "c$i" "$email"
+    PEER_IDS[i]=$LOAD_CERT_PEER_ID
+    FPS[i]=$LOAD_CERT_FP
+    SHA1S[i]=$LOAD_CERT_SHA1
     EMAILS[i]=$email
     cat "$T/pki/c$i.crt" "$T/pki/c$i.key" >"$T/pki/c$i.pem" # for ab -E
 done
@@ -159,17 +150,8 @@ if command -v ab >/dev/null; then AB_VERSION="ab $(ab -V 2>/dev/null | awk '/Ver
 # start_gateway NAME UPSTREAM_PORT: sets GW_PORT GW_PID
 start_gateway()
 {
-    local name=$1 upstream=$2 internal
-    GW_PORT=$(load_free_port)
-    internal=$(load_free_port)
-    load_start "$T/$name.log" env \
-        MM_GATEWAY_ADDR=127.0.0.1 MM_GATEWAY_PORT="$GW_PORT" MM_GATEWAY_INTERNAL_LISTEN="127.0.0.1:$internal" \
-        MM_TLS_CERT_FILE="$T/pki/server.crt" MM_TLS_KEY_FILE="$T/pki/server.key" \
-        MM_TRACKER_URL="http://127.0.0.1:$upstream" MM_RATE_LIMIT=1000000 MM_RATE_BURST=1000000 \
-        MM_THREADS="$THREADS" MM_LOG_LEVEL=info \
-        "$LOAD_BIN/mm-gateway"
-    GW_PID=$LOAD_PID
-    load_wait_http "http://127.0.0.1:$internal/readyz" "$GW_PID" 30 || load_die "$name did not become ready (log: $T/$name.log)"
+    load_start_gateway "$T/$1.log" "$2" "$THREADS" "$T/pki/server.crt" "$T/pki/server.key"
+    GW_PORT=$LOAD_GW_PORT GW_PID=$LOAD_GW_PID
 }
 
 # start_nginx NAME UPSTREAM_PORT: sets NG_PORT NG_PID; files in $T/NAME/
@@ -290,13 +272,10 @@ post()
 # tls_params PORT: what the handshake settles on (protocol, cipher, group)
 tls_params()
 {
-    openssl s_client -connect "127.0.0.1:$1" -servername localhost -cert "$T/pki/c1.crt" -key "$T/pki/c1.key" \
-        -CAfile "$T/pki/server.crt" -brief </dev/null 2>&1 |
-        awk -F': ' '/^Protocol version/ { p = $2 } /^Ciphersuite/ { c = $2 } /^Server Temp Key/ { k = $2 }
-                    END { printf "%s %s %s\n", p, c, k }'
+    load_tls_params "$1" "$T/pki/server.crt" "$T/pki/c1.crt" "$T/pki/c1.key"
 }
 
-LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
+LOADAVG_START=$(load_loadavg)
 load_log "temporary directory $T"
 load_log "starting PostgreSQL and Redis"
 load_stores_start
@@ -362,12 +341,8 @@ load_stop "$ECHO_PID"
 
 # --- 2. the real thing: tracker, gateway, nginx ------------------------------------
 
-TRACKER_PORT=$(load_free_port)
-load_start "$T/tracker.log" env \
-    MM_TRACKER_LISTEN="127.0.0.1:$TRACKER_PORT" MM_DATABASE_URL="$LOAD_PG_URL" MM_REDIS_URL="$LOAD_REDIS_URL" \
-    MM_THREADS="$TRACKER_THREADS" MM_LOG_LEVEL=info "$LOAD_BIN/mm-tracker"
-TRACKER_PID=$LOAD_PID
-load_wait_http "http://127.0.0.1:$TRACKER_PORT/readyz" "$TRACKER_PID" 30 || load_die "mm-tracker did not become ready"
+load_start_tracker "$T/tracker.log" "$TRACKER_THREADS"
+TRACKER_PORT=$LOAD_TRACKER_PORT TRACKER_PID=$LOAD_TRACKER_PID
 start_gateway gateway "$TRACKER_PORT"
 GATEWAY_PORT=$GW_PORT GATEWAY_PID=$GW_PID
 start_nginx nginx "$TRACKER_PORT"
@@ -446,7 +421,8 @@ scenario()
 
 declare -A RPS P50 P99 CPUF CPUB CPUC ROUND_RPS
 HZ=$(getconf CLK_TCK)
-PG_PID=$(head -n 1 "$LOAD_STORES/data/postmaster.pid")
+load_store_pids
+PG_PID=$LOAD_PG_PID
 
 # run FRONT SCENARIO N TAG: N requests over CLIENTS processes of curl (or
 # ab); sets the LOAD_* results of load_summarize and CPU_FRONT, CPU_BACK,
@@ -477,11 +453,8 @@ run()
             ab -q -n "${per[i]}" -c "$pmax" -s 30 -E "$T/pki/c$i.pem" -p "$T/body.json" -T application/json \
                 -g "$k.tsv" "$url" >"$k.ab" 2>"$k.err" &
         else
-            curl --parallel --parallel-max "$pmax" --no-progress-meter -S --cacert "$T/pki/server.crt" \
-                --cert "$T/pki/c$i.crt" --key "$T/pki/c$i.key" \
-                -H 'content-type: application/json' -d '{}' \
-                -w '%{http_code} %{time_total}\n' "${args[@]}" -K "${urls[i]}" \
-                >"$k.out" 2>"$k.err" &
+            load_curl_start "$k" "$T/pki" "c$i" "$pmax" "${urls[i]}" \
+                -H 'content-type: application/json' -d '{}' "${args[@]}"
         fi
         pids+=($!)
     done
@@ -574,12 +547,12 @@ done
 
 # --- 4. the report ------------------------------------------------------------------------
 
-cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 echo
 echo "== mm-gateway vs nginx: mutual TLS in front of mm-tracker POST /register =="
 echo "date:        $(date -u '+%Y-%m-%d %H:%M UTC')"
-echo "machine:     $(nproc) CPUs (${cpu:-unknown}), $(uname -sr); load generator on the same CPUs"
+echo "machine:     $(load_machine); load generator on the same CPUs"
 echo "software:    $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), $(curl --version | head -n 1 | cut -d' ' -f1-2), $(openssl version | cut -d' ' -f1-2), mm-gateway + mm-tracker from $LOAD_BIN"
+echo "source:      $(load_source); binaries from $LOAD_BIN"
 echo "TLS:         gateway: $GW_TLS; nginx: $NG_TLS; server key EC P-256, client keys EC P-256 (self-signed)"
 echo "servers:     gateway MM_THREADS=$THREADS, nginx worker_processes $THREADS, tracker MM_THREADS=$TRACKER_THREADS;"
 echo "             real PostgreSQL 15 + Redis (unix sockets); nginx upstream keepalive 32; both log each request"
@@ -591,22 +564,14 @@ echo "               Connection: close, --no-sessionid; ab: HTTP/1.0), no resump
 echo "             *-ka: $KA_N requests on reused connections (HTTP/2: one connection per client; HTTP/1.1: $PARALLEL)"
 echo "             *-front: $FRONT_N requests to an unrouted path, 404 from the front itself: the fronts' own cost"
 echo "rounds:      $ROUNDS per scenario and front, fronts alternating; median and best shown; warm-up $WARMUP"
-echo "load avg:    $LOADAVG_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (other work on this machine)"
+echo "load avg:    $LOADAVG_START at the start, $(load_loadavg) at the end (other work on this machine)"
 echo
-dash()
-{
-    printf '%.0s-' $(seq "$1")
-}
-ratio()
-{
-    awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'
-}
 echo "throughput, req/s (median round and best round of each front):"
 fmt='%-44s | %10s | %10s | %6s | %10s | %10s | %6s | %6s\n'
 # shellcheck disable=SC2059
 printf "$fmt" scenario "mm-gateway" "nginx" ratio "gw best" "nginx best" ratio target
 # shellcheck disable=SC2059
-printf "$fmt" "$(dash 44)" "$(dash 10)" "$(dash 10)" "$(dash 6)" "$(dash 10)" "$(dash 10)" "$(dash 6)" "$(dash 6)"
+printf "$fmt" "$(load_dash 44)" "$(load_dash 10)" "$(load_dash 10)" "$(load_dash 6)" "$(load_dash 10)" "$(load_dash 10)" "$(load_dash 6)" "$(load_dash 6)"
 for scn in $SCENARIOS; do
     scenario "$scn"
     g=${RPS[gateway.$scn]} n=${RPS[nginx.$scn]}
@@ -615,7 +580,7 @@ for scn in $SCENARIOS; do
     # shellcheck disable=SC2086
     nb=$(printf '%s\n' ${ROUND_RPS[nginx.$scn]} | sort -g | tail -n 1)
     # shellcheck disable=SC2059
-    printf "$fmt" "$SC_TITLE" "$g" "$n" "$(ratio "$g" "$n")" "$gb" "$nb" "$(ratio "$gb" "$nb")" "$SC_TARGET"
+    printf "$fmt" "$SC_TITLE" "$g" "$n" "$(load_ratio "$g" "$n")" "$gb" "$nb" "$(load_ratio "$gb" "$nb")" "$SC_TARGET"
 done
 echo
 echo "latency, ms (curl time_total, ab ttime; the round nearest the median):"
@@ -623,7 +588,7 @@ fmt='%-44s | %10s | %10s | %10s | %10s\n'
 # shellcheck disable=SC2059
 printf "$fmt" scenario "gw p50" "gw p99" "nginx p50" "nginx p99"
 # shellcheck disable=SC2059
-printf "$fmt" "$(dash 44)" "$(dash 10)" "$(dash 10)" "$(dash 10)" "$(dash 10)"
+printf "$fmt" "$(load_dash 44)" "$(load_dash 10)" "$(load_dash 10)" "$(load_dash 10)" "$(load_dash 10)"
 for scn in $SCENARIOS; do
     scenario "$scn"
     # shellcheck disable=SC2059
@@ -635,12 +600,12 @@ fmt='%-44s | %10s | %10s | %8s | %17s | %17s\n'
 # shellcheck disable=SC2059
 printf "$fmt" scenario "mm-gateway" "nginx" "nginx/gw" "tracker+pg gw/ng" "client gw/ng"
 # shellcheck disable=SC2059
-printf "$fmt" "$(dash 44)" "$(dash 10)" "$(dash 10)" "$(dash 8)" "$(dash 17)" "$(dash 17)"
+printf "$fmt" "$(load_dash 44)" "$(load_dash 10)" "$(load_dash 10)" "$(load_dash 8)" "$(load_dash 17)" "$(load_dash 17)"
 for scn in $SCENARIOS; do
     scenario "$scn"
     g=${CPUF[gateway.$scn]} n=${CPUF[nginx.$scn]}
     # shellcheck disable=SC2059
-    printf "$fmt" "$SC_TITLE" "$g" "$n" "$(ratio "$n" "$g")" \
+    printf "$fmt" "$SC_TITLE" "$g" "$n" "$(load_ratio "$n" "$g")" \
         "${CPUB[gateway.$scn]} / ${CPUB[nginx.$scn]}" "${CPUC[gateway.$scn]} / ${CPUC[nginx.$scn]}"
 done
 echo
