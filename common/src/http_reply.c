@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "mm/http.h"
 #include "mm/identity.h"
@@ -104,7 +105,8 @@ static void mm__copy_header(h2o_req_t *req, const char *name, char *dst, size_t 
     h2o_iovec_t v = mm_req_header(req, name);
     size_t n = v.len < size - 1 ? v.len : size - 1;
 
-    memcpy(dst, v.base, n);
+    if (n != 0) /* an absent header has no base: memcpy(dst, NULL, 0) is undefined */
+        memcpy(dst, v.base, n);
     dst[n] = '\0';
 }
 
@@ -185,6 +187,27 @@ int mm_req_query(h2o_req_t *req, const char *name, char *buf, size_t size)
         return (int)o;
     }
     return -ENOENT;
+}
+
+int mm_req_query_int(h2o_req_t *req, const char *name, long min, long max, long def, long *out)
+{
+    char buf[24], *end = buf;
+    int len = mm_req_query(req, name, buf, sizeof(buf));
+    long v = 0;
+
+    if (len == -ENOENT) {
+        *out = def;
+        return 0;
+    }
+    /* digits only: strtol alone would take " 5", "+5" and "5abc" */
+    if (len > 0 && isdigit((unsigned char)buf[0]))
+        v = strtol(buf, &end, 10);
+    if (len <= 0 || end == buf || *end != '\0' || v < min || v > max) {
+        mm_reply_error(req, 400, "invalid_field", "query parameter '%s' must be an integer from %ld to %ld", name, min, max);
+        return -EINVAL;
+    }
+    *out = v;
+    return 0;
 }
 
 static void mm__async_guard_dispose(void *p)

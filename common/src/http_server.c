@@ -220,6 +220,20 @@ int mm_server_listen(mm_server_t *s, const char *addr, h2o_hostconf_t *host, SSL
     return 0;
 }
 
+int mm_server_listen_port(mm_server_t *s, size_t index)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+
+    if (index >= s->nlisteners || getsockname(s->listeners[index].fd, (struct sockaddr *)&ss, &len) != 0)
+        return -1;
+    if (ss.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return -1;
+}
+
 static void mm__on_accept(h2o_socket_t *listener, const char *err)
 {
     mm__accepter_t *a = listener->data;
@@ -247,6 +261,11 @@ static void mm__on_signal(h2o_socket_t *sock, const char *err)
 void mm_server_stop(mm_server_t *s)
 {
     atomic_store(&s->stopping, 1);
+}
+
+int mm_server_is_stopping(mm_server_t *s)
+{
+    return atomic_load(&s->stopping);
 }
 
 static void *mm__thread_main(void *arg)

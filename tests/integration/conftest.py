@@ -159,6 +159,36 @@ def start_tracker(stores, run_dir):
     assert not errors, "\n".join(errors)
 
 
+# ---- mm-signal (added by the STUN part) ------------------------------------
+
+
+@pytest.fixture
+def start_signal(stores, run_dir):
+    """Starts an mm-signal on the shared stores with extra MM_* settings:
+    start_signal(MM_STUN_RATE=1, ready_path="/livez"). Stopped (and checked
+    for a clean exit) after the test."""
+    started = []
+
+    def start(name="mm-signal-x", ready_path="/readyz", **env):
+        s = mm.Signal(stores, run_dir, name=f"{name}{len(started) + 1}", **env)
+        started.append(s)
+        return s.start(ready_path)
+
+    yield start
+    errors = []
+    for s in started:
+        if s.p is None or not s.alive() and s.exit_code is not None:
+            continue
+        try:
+            s.stop_checked()
+        except AssertionError as e:
+            errors.append(str(e))
+    assert not errors, "\n".join(errors)
+
+
+# ---- end of the mm-signal block --------------------------------------------
+
+
 @pytest.fixture
 def registered(certs, curl, gateway):
     """Makes a fresh identity registered through the shared gateway:

@@ -588,15 +588,17 @@ class Stores:
 
     # Sets presence keys and their deadlines the way the tracker's ready
     # script does (trk_presence.c): value "<now ms> 127.0.0.1", score = the
-    # key's expiry in unix ms, both from Redis's clock. ARGV: id, ttl ms,
-    # ... Returns the deadlines.
+    # key's expiry in unix ms, both from Redis's clock (PXAT: exactly the
+    # score, however long the script runs). ARGV: id, ttl ms, ... Returns
+    # the deadlines.
     _LOAD_PRESENCE_LUA = (
         "local t = redis.call('TIME') "
         "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
         "local out = {} "
         "for i = 1, #ARGV, 2 do "
         "  local ttl = tonumber(ARGV[i + 1]) "
-        "  redis.call('SET', 'mm:presence:' .. ARGV[i], string.format('%.0f', now) .. ' 127.0.0.1', 'PX', ttl) "
+        "  redis.call('SET', 'mm:presence:' .. ARGV[i], string.format('%.0f', now) .. ' 127.0.0.1', 'PXAT',"
+        "             string.format('%.0f', now + ttl)) "
         "  redis.call('ZADD', 'mm:presence:deadlines', string.format('%.0f', now + ttl), ARGV[i]) "
         "  out[#out + 1] = string.format('%.0f', now + ttl) "
         "end "
@@ -959,6 +961,110 @@ class Reaper(Proc):
         out = {r: int(m.get(f'mm_reaper_reaped_total{{reason="{r}"}}', 0)) for r in self.REASONS}
         out["all"] = sum(out.values())
         return out
+
+
+class Bootstrap(Proc):
+    """mm-bootstrap on a loopback port of its own (MM_BOOTSTRAP_LISTEN), over
+    `stores`; extra MM_* settings as keyword arguments (MM_BOOTSTRAP_TTL,
+    MM_BOOTSTRAP_PROBE_TIMEOUT_MS, ...). A gateway reaches it at .url
+    (MM_BOOTSTRAP_URL)."""
+
+    def __init__(self, stores, workdir, name="mm-bootstrap", **extra_env):
+        self.port = free_port()
+        env = {
+            "MM_BOOTSTRAP_LISTEN": f"127.0.0.1:{self.port}",
+            "MM_DATABASE_URL": stores.pg_url,
+            "MM_REDIS_URL": stores.redis_url,
+            "MM_THREADS": "2",
+            "MM_LOG_LEVEL": "debug",
+        }
+        env.update(extra_env)
+        super().__init__(name, binary("mm-bootstrap"), env, workdir)
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def internal(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self):
+        def new_ports():
+            self.port = free_port()
+            self.env["MM_BOOTSTRAP_LISTEN"] = f"127.0.0.1:{self.port}"
+
+        return self.start_with_retry(lambda: self.wait_ready(self.internal("/readyz")), new_ports)
+
+
+# ---- mm-signal: one Signal class for the signaling tests (test_signal.py)
+# and the STUN tests (test_stun.py) ------------------------------------------
+
+
+def free_udp_port(*avoid):
+    """A UDP port that nothing holds right now on any address, IPv4 or IPv6
+    (bound to the dual-stack wildcard, port 0), and not in `avoid`."""
+    while True:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            s.bind(("::", 0))
+            port = s.getsockname()[1]
+        if port not in avoid:
+            return port
+
+
+class Signal(Proc):
+    """mm-signal on a loopback port of its own (MM_SIGNAL_LISTEN), over
+    `stores`, with its STUN responder on two free UDP ports (.stun_port,
+    .stun_alt_port; MM_STUN_ADDR is left at its default, ::, so both
+    127.0.0.1 and ::1 answer); extra MM_* settings as keyword arguments
+    (MM_SESSION_TTL, MM_PUNCH_DELAY_MS, MM_MAX_PENDING_OFFERS, MM_STUN_RATE,
+    MM_STUN_PORT, ...). A gateway reaches it at .url (MM_SIGNAL_URL).
+    start(ready_path) waits for that path to answer 200: "/readyz" (the
+    default) needs Redis and PostgreSQL; "/livez" only the process (enough
+    for STUN, which needs no store)."""
+
+    def __init__(self, stores, workdir, name="mm-signal", **extra_env):
+        self.port = free_port()
+        self.stun_port = int(extra_env.get("MM_STUN_PORT") or free_udp_port())
+        self.stun_alt_port = int(extra_env.get("MM_STUN_ALT_PORT") or free_udp_port(self.stun_port))
+        self._fixed_stun = "MM_STUN_PORT" in extra_env or "MM_STUN_ALT_PORT" in extra_env
+        env = {
+            "MM_SIGNAL_LISTEN": f"127.0.0.1:{self.port}",
+            "MM_DATABASE_URL": stores.pg_url,
+            "MM_REDIS_URL": stores.redis_url,
+            "MM_STUN_PORT": str(self.stun_port),
+            "MM_STUN_ALT_PORT": str(self.stun_alt_port),
+            "MM_THREADS": "2",
+            "MM_LOG_LEVEL": "debug",
+        }
+        env.update(extra_env)
+        super().__init__(name, binary("mm-signal"), env, workdir)
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def internal(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self, ready_path="/readyz"):
+        def new_ports():
+            self.port = free_port()
+            self.env["MM_SIGNAL_LISTEN"] = f"127.0.0.1:{self.port}"
+            if not self._fixed_stun:
+                self.stun_port = free_udp_port()
+                self.stun_alt_port = free_udp_port(self.stun_port)
+                self.env.update(MM_STUN_PORT=str(self.stun_port), MM_STUN_ALT_PORT=str(self.stun_alt_port))
+
+        return self.start_with_retry(lambda: self.wait_ready(self.internal(ready_path)), new_ports)
+
+    def metrics(self):
+        status, _, body = http_get(self.internal("/metrics"))
+        assert status == 200, f"{self.name} /metrics: {status} {body[:200]!r}"
+        return parse_metrics(body.decode())
+
+
+# ---- end of the mm-signal block ------------------------------------------
 
 
 class ExtraRedis:
@@ -1389,20 +1495,32 @@ def proxied(gateway, cacert, cert, method, path, body=None, *, src_ip, src_port=
 
 class Stack:
     """Own stores + tracker + gateway (for tests that stop or flush a store,
-    or need special tracker settings on stores nobody else uses)."""
+    or need special tracker settings on stores nobody else uses), and an
+    mm-reaper too when reaper_env is given (a dict, may be empty). A test may
+    replace .reaper (after a kill); close() stops whatever .reaper is then.
+    Likewise an mm-bootstrap, routed to by the gateway, when bootstrap_env
+    is given."""
 
-    def __init__(self, run_dir, server_cert, tag, tracker_env=None, gateway_env=None):
+    def __init__(self, run_dir, server_cert, tag, tracker_env=None, gateway_env=None, reaper_env=None,
+                 bootstrap_env=None):
         self.stores = Stores(os.path.join(run_dir, tag))
-        self.tracker = self.gateway = None
-        self._args = (run_dir, server_cert, tag, tracker_env or {}, gateway_env or {})
+        self.tracker = self.gateway = self.reaper = self.bootstrap = None
+        self._args = (run_dir, server_cert, tag, tracker_env or {}, gateway_env or {}, reaper_env)
+        self._bootstrap_env = bootstrap_env
 
     def __enter__(self):
-        run_dir, server_cert, tag, tenv, genv = self._args
+        run_dir, server_cert, tag, tenv, genv, renv = self._args
         try:
             self.stores.start()
             self.tracker = Tracker(self.stores, run_dir, name=f"mm-tracker-{tag}", **tenv).start()
+            if self._bootstrap_env is not None:
+                self.bootstrap = Bootstrap(self.stores, run_dir, name=f"mm-bootstrap-{tag}",
+                                           **self._bootstrap_env).start()
+                genv = {"MM_BOOTSTRAP_URL": self.bootstrap.url, **genv}
             self.gateway = Gateway(self.tracker.url, server_cert, run_dir, name=f"mm-gateway-{tag}", **genv).start()
             self.stores.wait_presence_marker()
+            if renv is not None:
+                self.reaper = Reaper(self.stores, run_dir, name=f"mm-reaper-{tag}", **renv).start()
         except BaseException:
             self.close(check=False)
             raise
@@ -1410,8 +1528,8 @@ class Stack:
 
     def close(self, check=True):
         errors = []
-        for p in (self.gateway, self.tracker):
-            if p is None:
+        for p in (self.reaper, self.gateway, self.bootstrap, self.tracker):
+            if p is None or p.p is None:
                 continue
             try:
                 if check:

@@ -79,11 +79,18 @@ void mm_server_log_path(mm_server_t *s, h2o_pathconf_t *pathconf);
  * accept on, serving `host` (with TLS when `ssl` is not NULL; expecting a
  * PROXY protocol line when `proxy_line`). Call before mm_server_run(). */
 int mm_server_listen(mm_server_t *s, const char *addr, h2o_hostconf_t *host, SSL_CTX *ssl, int proxy_line, mm_err_t *err);
+/* The TCP port listener `index` (in mm_server_listen order) is bound to,
+ * e.g. after listening on port 0; -1 for a unix socket or a bad index. */
+int mm_server_listen_port(mm_server_t *s, size_t index);
 
 /* Runs until SIGTERM/SIGINT (or mm_server_stop). Returns 0, or -1 when a thread failed to start. */
 int mm_server_run(mm_server_t *s);
 /* Asks a running server to stop; thread-safe. */
 void mm_server_stop(mm_server_t *s);
+/* 1 once the server was asked to stop (SIGTERM, SIGINT, mm_server_stop):
+ * the threads then stop accepting and give in-flight requests 200 ms, so a
+ * service holding requests open (long-polls) answers them when it sees this. */
+int mm_server_is_stopping(mm_server_t *s);
 
 /* ---- replies (the one reply path) ---- */
 
@@ -124,6 +131,11 @@ int mm_req_peer(h2o_req_t *req, mm_peer_t *peer);
  * Returns its length, -ENOENT when absent, -E2BIG when longer than size-1,
  * -EINVAL when badly encoded. */
 int mm_req_query(h2o_req_t *req, const char *name, char *buf, size_t size);
+
+/* An integer query parameter `name` within [min, max], in decimal digits
+ * only (no sign, space or suffix); *out = `def` when it is absent. Returns
+ * 0, or -EINVAL after having replied 400 invalid_field naming it. */
+int mm_req_query_int(h2o_req_t *req, const char *name, long min, long max, long def, long *out);
 
 /* A header's value, or an empty iovec. `name` in lowercase. */
 h2o_iovec_t mm_req_header(h2o_req_t *req, const char *name);
