@@ -288,6 +288,14 @@ if [ -x "$bin_dir/mm-admin" ]; then
     curl --cacert $certs/ca.pem --cert $certs/admin.pem --key $certs/admin.key $MM_SERVER/admin/api/overview
 EOF
 fi
+if [ -x "$bin_dir/mm" ]; then
+    cat <<EOF
+  the agent (man $(rel "$root/docs/mm.1")), after source $(rel "$run/env"):
+    $(rel "$bin_dir/mm") init --email you@example.com --server-ca $certs/ca.pem
+    $(rel "$bin_dir/mm") register
+    $(rel "$bin_dir/mm") up --share DIR --allow FRIEND@EXAMPLE.COM
+EOF
+fi
 cat <<EOF
   clients' settings:  source $(rel "$run/env")
   logs:               $(rel "$run/log")/NAME.log
