@@ -12,21 +12,33 @@ static int reap_thread_init(mm_thread_t *thread)
     reap_t *rp = mm_server_data(thread->server);
     mm_err_t err;
     uint8_t rnd[16];
-    char labels[32];
-    size_t i;
+    char labels[32], name[96], help[160];
+    size_t i, k;
 
     rp->server = thread->server;
     rp->loop = thread->loop;
     mm_random_bytes(rnd, sizeof(rnd));
     mm_hex_encode(rp->instance, rnd, sizeof(rnd));
-    for (i = 0; i != REAP_REASONS; ++i) {
-        snprintf(labels, sizeof(labels), "reason=\"%s\"", reap_reason_names[i]);
-        rp->reaped[i] = mm_metrics_counter("mm_reaper_reaped_total", "Broadcasts reaped, by how their expiry was found", labels);
+    /* per kind: mm_reaper_reaped_total, mm_reaper_bootstrap_reaped_total, ... */
+    for (k = 0; k != REAP_KINDS; ++k) {
+        reap_lane_t *lane = &rp->lanes[k];
+        lane->rp = rp;
+        lane->kind = &reap_kinds[k];
+        snprintf(name, sizeof(name), "mm_reaper_%sreaped_total", lane->kind->metric);
+        snprintf(help, sizeof(help), "Rows of %s reaped, by how their expiry was found", lane->kind->what);
+        for (i = 0; i != REAP_REASONS; ++i) {
+            snprintf(labels, sizeof(labels), "reason=\"%s\"", reap_reason_names[i]);
+            lane->reaped[i] = mm_metrics_counter(name, help, labels);
+        }
+        snprintf(name, sizeof(name), "mm_reaper_%sexpired_events_total", lane->kind->metric);
+        snprintf(help, sizeof(help), "Expired-key notifications received for the keys of %s", lane->kind->what);
+        lane->events = mm_metrics_counter(name, help, NULL);
+        snprintf(name, sizeof(name), "mm_reaper_%slag_seconds", lane->kind->metric);
+        snprintf(help, sizeof(help), "From a key's expiry to its row of %s leaving PostgreSQL", lane->kind->what);
+        lane->lag = mm_metrics_histogram(name, help, NULL, NULL, 0);
     }
-    rp->sweeps = mm_metrics_counter("mm_reaper_sweeps_total", "Sweeps of every broadcast against Redis", NULL);
-    rp->events = mm_metrics_counter("mm_reaper_expired_events_total", "Expired-key notifications received for presence keys", NULL);
-    rp->lag = mm_metrics_histogram("mm_reaper_lag_seconds", "From a presence key's expiry to its broadcast leaving PostgreSQL",
-                                   NULL, NULL, 0);
+    rp->sweeps =
+        mm_metrics_counter("mm_reaper_sweeps_total", "Sweeps of every broadcast and bootstrap membership against Redis", NULL);
     rp->sweep_duration = mm_metrics_histogram("mm_reaper_sweep_duration_seconds", "Duration of a sweep", NULL, NULL, 0);
     rp->pg = mm_pg_new(thread->loop, rp->conf->database_url);
     if ((rp->redis = mm_redis_new(thread->loop, rp->conf->redis_url, &err)) == NULL ||
@@ -77,8 +89,8 @@ int main(int argc, char **argv)
     int rc;
 
     if ((rc = mm_config_main(argc, argv,
-                             "Matchmaker's reaper: turns expired presence in Redis into offline broadcasts in PostgreSQL, "
-                             "from expiry events, a deadline index and periodic sweeps.",
+                             "Matchmaker's reaper: turns expired presence and bootstrap memberships in Redis into PostgreSQL "
+                             "(offline broadcasts, ended memberships), from expiry events, deadline indexes and periodic sweeps.",
                              reap_config_table, reap_config_table_len, &conf)) >= 0)
         return rc;
     mm_log_init("mm-reaper", conf.log_level);

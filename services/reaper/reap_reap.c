@@ -1,20 +1,25 @@
 /*
- * The reaping pipeline, shared by events, deadlines and sweeps.
+ * The reaping pipeline, shared by events, deadlines and sweeps, and by
+ * every kind of key (reap_kinds.c).
  *
- *  1. PostgreSQL: the version (xmin) of each candidate's broadcast row.
- *  2. Redis (one script): for each candidate whose presence key is gone,
- *     drop it from the deadline index and claim it; a live one that is due
- *     only in the index gets its real deadline back. Nothing is claimed
- *     while Redis is waiting for the tracker to restore lost data.
+ *  1. PostgreSQL: the version (xmin) of each candidate's row.
+ *  2. Redis (one script): for each candidate whose key is gone, drop it
+ *     from the deadline index (and the kind's set) and claim it; a live one
+ *     that is due only in the index gets its real deadline back. Nothing is
+ *     claimed while Redis is waiting for the tracker to restore lost data.
+ *     A claimed presence also ends the peer's bootstrap membership: its key
+ *     goes, and its deadline falls due, so that its row follows even when
+ *     the broadcast's own row survives step 3 (a ready came back).
  *  3. PostgreSQL (one statement): delete the claimed rows whose version is
- *     still the one read in 1, and write an `offline` event per deleted row.
+ *     still the one read in 1, and write an event per deleted row.
  *
- * Why the version: the tracker's `ready` sets presence first and updates
- * the row second. A ready that lands after step 2 has changed the row's
- * version by step 3 (or inserts a fresh row after it), so a broadcast that
- * just came back is never deleted. Why it is idempotent: a row is deleted,
- * and its event written, by one statement, at most once, whichever copy of
- * the reaper or path gets there first.
+ * Why the version: the writers (the tracker's ready, the registry's
+ * register) set the key first and update the row second. One that lands
+ * after step 2 has changed the row's version by step 3 (or inserts a fresh
+ * row after it), so a broadcast or membership that just came back is never
+ * deleted. Why it is idempotent: a row is deleted, and its event written,
+ * by one statement, at most once, whichever copy of the reaper or path gets
+ * there first.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -26,39 +31,41 @@
 
 const char *const reap_reason_names[REAP_REASONS] = {"event", "deadline", "sweep"};
 
-/* KEYS: deadlines, epoch marker. ARGV: peer ids. Returns {id, deadline ms, ...}
- * for the claimed ids, or nil when the marker is missing. */
+/* KEYS: deadlines, epoch marker[, the ended kind's deadlines]. ARGV: key
+ * prefix, set ('' for none), the ended kind's prefix and set ('' for none),
+ * "1" to claim ids missing from the index too (a sweep: an id whose entry
+ * was lost is found only that way) or "0" (events and deadlines: an id
+ * already out of the index was claimed by another copy, which knows its
+ * deadline), then peer ids. Returns {id, deadline ms, ...} for the claimed
+ * ids, or nil when the marker is missing. */
 static const char reap_lua_claim[] = "if redis.call('EXISTS', KEYS[2]) == 0 then return false end "
                                      "local t = redis.call('TIME') "
                                      "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
                                      "local out = {} "
-                                     "for _, id in ipairs(ARGV) do "
-                                     "  local pttl = redis.call('PTTL', '" REAP_PRESENCE_PREFIX "' .. id) "
+                                     "for i = 6, #ARGV do "
+                                     "  local id = ARGV[i] "
+                                     "  local pttl = redis.call('PTTL', ARGV[1] .. id) "
                                      "  local s = redis.call('ZSCORE', KEYS[1], id) "
                                      "  if pttl == -2 then "
                                      "    if s then redis.call('ZREM', KEYS[1], id) end "
-                                     "    out[#out + 1] = id "
-                                     "    out[#out + 1] = s or '0' "
+                                     "    if ARGV[2] ~= '' then redis.call('SREM', ARGV[2], id) end "
+                                     "    if KEYS[3] and redis.call('DEL', ARGV[3] .. id) == 1 then "
+                                     "      if ARGV[4] ~= '' then redis.call('SREM', ARGV[4], id) end "
+                                     "      redis.call('ZADD', KEYS[3], string.format('%.0f', now), id) "
+                                     "    end "
+                                     "    if s or ARGV[5] == '1' then "
+                                     "      out[#out + 1] = id "
+                                     "      out[#out + 1] = s or '0' "
+                                     "    end "
                                      "  elseif pttl >= 0 and s and tonumber(s) <= now then "
                                      "    redis.call('ZADD', KEYS[1], string.format('%.0f', now + pttl), id) "
                                      "  end "
                                      "end "
                                      "return out";
 
-static const char reap_sql_versions[] = "SELECT peer_id, xmin::text FROM broadcasts WHERE peer_id = ANY ($1::text[])";
-
-static const char reap_sql_reap[] =
-    "WITH v AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) AS v (peer_id, ver, deadline)),"
-    " d AS (DELETE FROM broadcasts b USING v WHERE b.peer_id = v.peer_id AND b.xmin::text = v.ver"
-    " RETURNING b.peer_id, v.deadline),"
-    " ev AS (INSERT INTO peer_events (peer_id, kind, detail)"
-    " SELECT peer_id, 'offline', jsonb_build_object('reason', $4::text, 'expired_at',"
-    " CASE WHEN deadline > 0 THEN to_char(to_timestamp(deadline / 1000.0) AT TIME ZONE 'UTC',"
-    " 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') END) FROM d)"
-    "SELECT deadline FROM d";
-
 struct reap_batch {
     reap_t *rp;
+    reap_lane_t *lane;
     reap_reason_t reason;
     char (*ids)[65];
     size_t n;
@@ -142,7 +149,7 @@ static void reap_unclaim(reap_batch_t *b)
     char(*scores)[24] = mm_xcalloc(b->nclaimed + 1, sizeof(*scores));
 
     argv[0] = "ZADD";
-    argv[1] = REAP_DEADLINES_KEY;
+    argv[1] = b->lane->kind->deadlines;
     for (i = 0; i != b->nclaimed; ++i) {
         snprintf(scores[i], sizeof(scores[i]), "%lld", b->deadlines[i] > 0 ? b->deadlines[i] : (long long)mm_now_ms());
         argv[k++] = scores[i];
@@ -157,7 +164,7 @@ static void reap_unclaim(reap_batch_t *b)
 static void reap_on_deleted(mm_pg_status_t status, PGresult *res, void *data)
 {
     reap_batch_t *b = data;
-    reap_t *rp = b->rp;
+    reap_lane_t *lane = b->lane;
     uint64_t now = mm_now_ms();
     int i, n;
 
@@ -172,9 +179,9 @@ static void reap_on_deleted(mm_pg_status_t status, PGresult *res, void *data)
     for (i = 0; i != n; ++i) {
         long long deadline = strtoll(PQgetvalue(res, i, 0), NULL, 10);
         if (deadline > 0)
-            mm_histogram_observe(rp->lag, deadline < (long long)now ? (double)(now - (uint64_t)deadline) / 1000.0 : 0);
+            mm_histogram_observe(lane->lag, deadline < (long long)now ? (double)(now - (uint64_t)deadline) / 1000.0 : 0);
     }
-    mm_counter_add(rp->reaped[b->reason], (uint64_t)n);
+    mm_counter_add(lane->reaped[b->reason], (uint64_t)n);
     reap_batch_finish(b, n);
 }
 
@@ -217,7 +224,7 @@ static void reap_on_claimed(redisReply *reply, void *data)
     }
     {
         const char *params[] = {reap_str_end(&ids), reap_str_end(&vers), reap_str_end(&deadlines), reap_reason_names[b->reason]};
-        if (mm_pg_query(b->rp->pg, reap_sql_reap, 4, params, reap_on_deleted, b) != 0)
+        if (mm_pg_query(b->rp->pg, b->lane->kind->sql_reap, 4, params, reap_on_deleted, b) != 0)
             reap_on_deleted(MM_PG_UNAVAILABLE, NULL, b);
     }
     free(ids.buf);
@@ -228,8 +235,9 @@ static void reap_on_claimed(redisReply *reply, void *data)
 static void reap_on_versions(mm_pg_status_t status, PGresult *res, void *data)
 {
     reap_batch_t *b = data;
+    const reap_kind_t *kind = b->lane->kind, *ended = kind->ends >= 0 ? &reap_kinds[kind->ends] : NULL;
     const char **argv;
-    size_t i;
+    size_t i, k = 0;
     int r, n;
 
     if (status != MM_PG_OK) {
@@ -246,27 +254,36 @@ static void reap_on_versions(mm_pg_status_t status, PGresult *res, void *data)
             b->versions[j] = mm_xstrdup(PQgetvalue(res, r, 1));
     }
     /* every candidate goes to Redis, with a row or not: the index forgets the dead ones either way */
-    argv = mm_xcalloc(b->n + 5, sizeof(*argv));
-    argv[0] = "EVAL";
-    argv[1] = reap_lua_claim;
-    argv[2] = "2";
-    argv[3] = REAP_DEADLINES_KEY;
-    argv[4] = REAP_EPOCH_KEY;
+    argv = mm_xcalloc(b->n + 12, sizeof(*argv));
+    argv[k++] = "EVAL";
+    argv[k++] = reap_lua_claim;
+    argv[k++] = ended != NULL ? "3" : "2";
+    argv[k++] = kind->deadlines;
+    argv[k++] = REAP_EPOCH_KEY;
+    if (ended != NULL)
+        argv[k++] = ended->deadlines;
+    argv[k++] = kind->prefix;
+    argv[k++] = kind->set != NULL ? kind->set : "";
+    argv[k++] = ended != NULL ? ended->prefix : "";
+    argv[k++] = ended != NULL && ended->set != NULL ? ended->set : "";
+    argv[k++] = b->reason == REAP_SWEEP ? "1" : "0";
     for (i = 0; i != b->n; ++i)
-        argv[5 + i] = b->ids[i];
-    r = mm_redis_command(b->rp->redis, reap_on_claimed, b, (int)(b->n + 5), argv, NULL);
+        argv[k++] = b->ids[i];
+    r = mm_redis_command(b->rp->redis, reap_on_claimed, b, (int)k, argv, NULL);
     free(argv);
     if (r != 0)
         reap_batch_finish(b, -1);
 }
 
-void reap_ids(reap_t *rp, char (*ids)[65], size_t n, reap_reason_t reason, void (*done)(reap_t *, ssize_t, void *), void *data)
+void reap_ids(reap_t *rp, reap_lane_t *lane, char (*ids)[65], size_t n, reap_reason_t reason,
+              void (*done)(reap_t *, ssize_t, void *), void *data)
 {
     reap_batch_t *b = mm_xcalloc(1, sizeof(*b));
     reap_str_t list = {0};
     size_t i, k = 0;
 
     b->rp = rp;
+    b->lane = lane;
     b->reason = reason;
     b->done = done;
     b->data = data;
@@ -289,7 +306,7 @@ void reap_ids(reap_t *rp, char (*ids)[65], size_t n, reap_reason_t reason, void 
         reap_str_add(&list, ids[i]);
     {
         const char *params[] = {reap_str_end(&list)};
-        if (mm_pg_query(rp->pg, reap_sql_versions, 1, params, reap_on_versions, b) != 0)
+        if (mm_pg_query(rp->pg, lane->kind->sql_versions, 1, params, reap_on_versions, b) != 0)
             reap_on_versions(MM_PG_UNAVAILABLE, NULL, b);
     }
     free(list.buf);

@@ -1,8 +1,9 @@
 /*
  * The sweep: every MM_SWEEP_INTERVAL seconds and on every reconnect to
- * Redis, all of `broadcasts` goes through the pipeline page by page, so a
- * peer whose event was lost and whose deadline entry is gone (a reaper
- * killed mid-batch, an index written by an older tracker) is still reaped.
+ * Redis, every row of each kind's table (`broadcasts`, then
+ * `bootstrap_nodes`) goes through the pipeline page by page, so a key whose
+ * event was lost and whose deadline entry is gone (a reaper killed
+ * mid-batch, an index written by an older writer) is still reaped.
  * A Redis lock picks the copy that sweeps; it expires, so a copy that dies
  * while sweeping leaves the next sweep to another.
  */
@@ -20,13 +21,12 @@ static const char reap_lua_sweep_lock[] = "if redis.call('EXISTS', KEYS[2]) == 0
                                           "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end "
                                           "return 0";
 
-static const char reap_sql_page[] = "SELECT peer_id FROM broadcasts WHERE peer_id > $1 ORDER BY peer_id LIMIT $2::int";
-
 typedef struct reap_sweep {
     reap_t *rp;
+    size_t kind; /* the kind being swept: all of them, in turn */
     char after[65];
     uint64_t started_ms;
-    size_t checked, reaped;
+    size_t checked[REAP_KINDS], reaped[REAP_KINDS];
 } reap_sweep_t;
 
 static void reap_sweep_page(reap_sweep_t *sw);
@@ -39,10 +39,12 @@ static void reap_sweep_end(reap_sweep_t *sw, int ok)
     mm_counter_add(rp->sweeps, 1);
     mm_histogram_observe(rp->sweep_duration, (double)ms / 1000.0);
     if (ok)
-        mm_info("sweep: checked %zu broadcasts against Redis, reaped %zu, in %llu ms", sw->checked, sw->reaped,
+        mm_info("sweep: checked %zu broadcasts against Redis, reaped %zu; %zu bootstrap memberships, reaped %zu; in %llu ms",
+                sw->checked[REAP_PRESENCE], sw->reaped[REAP_PRESENCE], sw->checked[REAP_BOOTSTRAP], sw->reaped[REAP_BOOTSTRAP],
                 (unsigned long long)ms);
     else
-        mm_warn("sweep: stopped after %zu broadcasts (a store is unavailable); the next one starts over", sw->checked);
+        mm_warn("sweep: stopped in %s after %zu rows (a store is unavailable); the next one starts over", reap_kinds[sw->kind].what,
+                sw->checked[sw->kind]);
     rp->sweeping = 0;
     free(sw);
 }
@@ -55,7 +57,7 @@ static void reap_sweep_on_reaped(reap_t *rp, ssize_t result, void *data)
         reap_sweep_end(sw, 0);
         return;
     }
-    sw->reaped += (size_t)result;
+    sw->reaped[sw->kind] += (size_t)result;
     reap_sweep_page(sw);
 }
 
@@ -72,15 +74,21 @@ static void reap_sweep_on_page(mm_pg_status_t status, PGresult *res, void *data)
         return;
     }
     if ((n = PQntuples(res)) == 0) {
-        reap_sweep_end(sw, 1);
+        /* this kind is done: the next one from its start, or the end */
+        if (++sw->kind == REAP_KINDS) {
+            reap_sweep_end(sw, 1);
+            return;
+        }
+        sw->after[0] = '\0';
+        reap_sweep_page(sw);
         return;
     }
     ids = mm_xcalloc((size_t)n, sizeof(*ids));
     for (i = 0; i != n; ++i)
         snprintf(ids[i], sizeof(ids[i]), "%s", PQgetvalue(res, i, 0));
     snprintf(sw->after, sizeof(sw->after), "%s", ids[n - 1]);
-    sw->checked += (size_t)n;
-    reap_ids(sw->rp, ids, (size_t)n, REAP_SWEEP, reap_sweep_on_reaped, sw);
+    sw->checked[sw->kind] += (size_t)n;
+    reap_ids(sw->rp, &sw->rp->lanes[sw->kind], ids, (size_t)n, REAP_SWEEP, reap_sweep_on_reaped, sw);
 }
 
 static void reap_sweep_page(reap_sweep_t *sw)
@@ -89,7 +97,7 @@ static void reap_sweep_page(reap_sweep_t *sw)
     const char *params[] = {sw->after, limit};
 
     snprintf(limit, sizeof(limit), "%d", REAP_SWEEP_PAGE);
-    if (mm_pg_query(sw->rp->pg, reap_sql_page, 2, params, reap_sweep_on_page, sw) != 0)
+    if (mm_pg_query(sw->rp->pg, reap_kinds[sw->kind].sql_page, 2, params, reap_sweep_on_page, sw) != 0)
         reap_sweep_end(sw, 0);
 }
 

@@ -1,8 +1,8 @@
 /*
- * Finding expired peers quickly: Redis's `expired` notifications, and the
- * deadline index polled every MM_REAPER_POLL_MS. One batch is in the
- * pipeline at a time; events go first, and a full batch of deadlines is
- * followed at once by the next.
+ * Finding expired keys quickly: Redis's `expired` notifications, and each
+ * kind's deadline index polled every MM_REAPER_POLL_MS. Each kind (lane)
+ * has one batch in the pipeline at a time; events go first, and a full
+ * batch of deadlines is followed at once by the next.
  */
 #include <stdio.h>
 #include <string.h>
@@ -24,66 +24,77 @@ static void reap_kick(reap_t *rp)
         mm_timer_start(&rp->kick_timer, 0);
 }
 
+/* `data`: the lane; `full` (a deadline batch that filled the batch size) in its busy flag's place. */
 static void reap_on_batch_done(reap_t *rp, ssize_t result, void *data)
 {
-    int full = data != NULL && result >= 0;
+    reap_lane_t *lane = data;
+    int full = lane->busy == 2 && result >= 0;
 
-    rp->busy = 0;
+    lane->busy = 0;
     /* a full page of deadlines may have more behind it */
-    if (rp->npending != 0 || full)
+    if (lane->npending != 0 || full)
         reap_kick(rp);
 }
 
 static void reap_on_due(redisReply *reply, void *data)
 {
-    reap_t *rp = data;
+    reap_lane_t *lane = data;
+    reap_t *rp = lane->rp;
     char(*ids)[65];
     size_t i, n = 0;
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements == 0) {
         if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
-            mm_error("deadline poll: %s", reply->str);
-        reap_on_batch_done(rp, 0, NULL);
+            mm_error("deadline poll (%s): %s", lane->kind->name, reply->str);
+        reap_on_batch_done(rp, 0, lane);
         return;
     }
     ids = mm_xcalloc(reply->elements, sizeof(*ids));
     for (i = 0; i != reply->elements; ++i)
         if (reply->element[i]->type == REDIS_REPLY_STRING && reply->element[i]->len == 64)
             memcpy(ids[n++], reply->element[i]->str, 65);
-    /* `data` of the done callback: whether this batch was full */
-    reap_ids(rp, ids, n, REAP_DEADLINE, reap_on_batch_done, reply->elements == (size_t)rp->conf->batch ? rp : NULL);
+    if (reply->elements == (size_t)rp->conf->batch)
+        lane->busy = 2;
+    reap_ids(rp, lane, ids, n, REAP_DEADLINE, reap_on_batch_done, lane);
 }
 
-static void reap_poll_deadlines(reap_t *rp)
+static void reap_poll_deadlines(reap_t *rp, reap_lane_t *lane)
 {
     char batch[16];
-    const char *argv[] = {"EVAL", reap_lua_due, "1", REAP_DEADLINES_KEY, batch};
+    const char *argv[] = {"EVAL", reap_lua_due, "1", lane->kind->deadlines, batch};
 
     snprintf(batch, sizeof(batch), "%lld", (long long)rp->conf->batch);
-    if (mm_redis_command(rp->redis, reap_on_due, rp, (int)MM_ARRAY_SIZE(argv), argv, NULL) == 0)
-        rp->busy = 1;
+    if (mm_redis_command(rp->redis, reap_on_due, lane, (int)MM_ARRAY_SIZE(argv), argv, NULL) == 0)
+        lane->busy = 1;
 }
 
-static void reap_pump_events(reap_t *rp)
+static void reap_pump_events(reap_t *rp, reap_lane_t *lane)
 {
-    size_t n = rp->npending < (size_t)rp->conf->batch ? rp->npending : (size_t)rp->conf->batch;
+    size_t n = lane->npending < (size_t)rp->conf->batch ? lane->npending : (size_t)rp->conf->batch;
     char(*ids)[65] = mm_xcalloc(n, sizeof(*ids));
 
-    memcpy(ids, rp->pending, n * sizeof(*ids));
-    memmove(rp->pending, rp->pending + n, (rp->npending - n) * sizeof(*ids));
-    rp->npending -= n;
-    rp->busy = 1;
-    reap_ids(rp, ids, n, REAP_EVENT, reap_on_batch_done, NULL);
+    memcpy(ids, lane->pending, n * sizeof(*ids));
+    memmove(lane->pending, lane->pending + n, (lane->npending - n) * sizeof(*ids));
+    lane->npending -= n;
+    lane->busy = 1;
+    reap_ids(rp, lane, ids, n, REAP_EVENT, reap_on_batch_done, lane);
 }
 
 static void reap_pump(reap_t *rp)
 {
-    if (rp->busy || rp->fatal || !rp->keyspace_ok || !mm_redis_is_up(rp->redis) || !mm_pg_is_up(rp->pg))
+    size_t i;
+
+    if (rp->fatal || !rp->keyspace_ok || !mm_redis_is_up(rp->redis) || !mm_pg_is_up(rp->pg))
         return;
-    if (rp->npending != 0)
-        reap_pump_events(rp);
-    else
-        reap_poll_deadlines(rp);
+    for (i = 0; i != REAP_KINDS; ++i) {
+        reap_lane_t *lane = &rp->lanes[i];
+        if (lane->busy)
+            continue;
+        if (lane->npending != 0)
+            reap_pump_events(rp, lane);
+        else
+            reap_poll_deadlines(rp, lane);
+    }
 }
 
 static void reap_on_kick(mm_timer_t *t)
@@ -101,22 +112,30 @@ static void reap_on_poll(mm_timer_t *t)
     mm_timer_start(t, (uint64_t)rp->conf->poll_ms);
 }
 
-/* `expired` notifications: hints that go into the next event batch. */
+/* `expired` notifications: hints that go into the next event batch of
+ * the kind whose prefix the key has. */
 static void reap_on_event(const char *channel, size_t channel_len, const char *key, size_t len, void *data)
 {
     reap_t *rp = data;
-    static const size_t plen = sizeof(REAP_PRESENCE_PREFIX) - 1;
+    reap_lane_t *lane;
+    size_t i, plen;
 
-    if (len != plen + MM_PEER_ID_LEN || memcmp(key, REAP_PRESENCE_PREFIX, plen) != 0 ||
-        !mm_peer_id_valid(key + plen, MM_PEER_ID_LEN))
-        return;
-    mm_counter_add(rp->events, 1);
-    if (rp->npending == rp->cpending) {
-        rp->cpending = rp->cpending != 0 ? rp->cpending * 2 : 256;
-        rp->pending = mm_xrealloc(rp->pending, rp->cpending * sizeof(*rp->pending));
+    for (i = 0; i != REAP_KINDS; ++i) {
+        plen = strlen(reap_kinds[i].prefix);
+        if (len == plen + MM_PEER_ID_LEN && memcmp(key, reap_kinds[i].prefix, plen) == 0 &&
+            mm_peer_id_valid(key + plen, MM_PEER_ID_LEN))
+            break;
     }
-    memcpy(rp->pending[rp->npending], key + plen, MM_PEER_ID_LEN);
-    rp->pending[rp->npending++][MM_PEER_ID_LEN] = '\0';
+    if (i == REAP_KINDS)
+        return;
+    lane = &rp->lanes[i];
+    mm_counter_add(lane->events, 1);
+    if (lane->npending == lane->cpending) {
+        lane->cpending = lane->cpending != 0 ? lane->cpending * 2 : 256;
+        lane->pending = mm_xrealloc(lane->pending, lane->cpending * sizeof(*lane->pending));
+    }
+    memcpy(lane->pending[lane->npending], key + plen, MM_PEER_ID_LEN);
+    lane->pending[lane->npending++][MM_PEER_ID_LEN] = '\0';
     reap_kick(rp);
 }
 
@@ -204,8 +223,12 @@ void reap_watch_start(reap_t *rp)
 
 void reap_watch_stop(reap_t *rp)
 {
+    size_t i;
+
     mm_timer_dispose(&rp->kick_timer);
     mm_timer_dispose(&rp->poll_timer);
-    free(rp->pending);
-    rp->pending = NULL;
+    for (i = 0; i != REAP_KINDS; ++i) {
+        free(rp->lanes[i].pending);
+        rp->lanes[i].pending = NULL;
+    }
 }

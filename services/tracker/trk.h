@@ -62,6 +62,10 @@ void trk_list(h2o_req_t *req, mm_thread_t *thread);
 #define TRK_DEADLINES_KEY "mm:presence:deadlines"
 #define TRK_EPOCH_KEY "mm:epoch"
 #define TRK_EPOCH_LOCK_KEY "mm:epoch:restoring"
+/* mm-bootstrap's keys: a broadcast that stops ends the peer's bootstrap membership too. */
+#define TRK_BOOTSTRAP_PREFIX "mm:bootstrap:"
+#define TRK_BOOTSTRAP_NODES_KEY "mm:bootstrap:nodes"
+#define TRK_BOOTSTRAP_DEADLINES_KEY "mm:bootstrap:deadlines"
 /* "mm:presence:<peer_id>" into `buf` (at least 80 bytes). */
 const char *trk_presence_key(char *buf, const char *peer_id);
 /* Starts watching for a Redis that lost its data (call on thread 0): on

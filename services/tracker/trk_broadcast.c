@@ -304,9 +304,14 @@ void trk_heartbeat(h2o_req_t *req, mm_thread_t *thread)
 
 /* ---- stop ---- */
 
-static const char trk_sql_stop[] = "WITH d AS (DELETE FROM broadcasts WHERE peer_id = $1 RETURNING peer_id),"
-                                   " ev AS (INSERT INTO peer_events (peer_id, kind) SELECT peer_id, 'stopped' FROM d)"
-                                   "SELECT count(*) FROM d";
+/* The bootstrap membership ends with the broadcast: its row goes in the same
+ * statement, with its event (the foreign key's cascade would delete it silently). */
+static const char trk_sql_stop[] =
+    "WITH d AS (DELETE FROM broadcasts WHERE peer_id = $1 RETURNING peer_id),"
+    " n AS (DELETE FROM bootstrap_nodes n USING d WHERE n.peer_id = d.peer_id RETURNING n.peer_id),"
+    " ev AS (INSERT INTO peer_events (peer_id, kind, detail) SELECT peer_id, 'stopped', NULL::jsonb FROM d"
+    " UNION ALL SELECT peer_id, 'bootstrap_off', '{\"reason\": \"stopped\"}' FROM n)"
+    "SELECT count(*) FROM d";
 
 static void trk_stop_on_row(mm_pg_status_t status, PGresult *res, void *data)
 {
@@ -353,6 +358,7 @@ void trk_stop(h2o_req_t *req, mm_thread_t *thread)
     json_t *body = NULL;
     trk_bcast_op_t *op;
     mm_peer_t peer;
+    char membership[80];
 
     if (mm_req_peer(req, &peer) != 0 || mm_req_json(req, &body) != 0)
         return;
@@ -363,8 +369,17 @@ void trk_stop(h2o_req_t *req, mm_thread_t *thread)
         return;
     }
     op = trk_bcast_op_new(req, t, &peer);
+    snprintf(membership, sizeof(membership), "%s%s", TRK_BOOTSTRAP_PREFIX, op->peer_id);
     {
-        const char *argv[] = {"EVAL", trk_lua_stop, "2", op->presence_key, TRK_DEADLINES_KEY, op->peer_id};
+        const char *argv[] = {"EVAL",
+                              trk_lua_stop,
+                              "5",
+                              op->presence_key,
+                              TRK_DEADLINES_KEY,
+                              membership,
+                              TRK_BOOTSTRAP_NODES_KEY,
+                              TRK_BOOTSTRAP_DEADLINES_KEY,
+                              op->peer_id};
         if (mm_redis_command(t->redis, trk_stop_on_presence, op, (int)MM_ARRAY_SIZE(argv), argv, NULL) != 0) {
             mm_reply_unavailable(req, "Redis");
             trk_bcast_op_free(op);

@@ -212,21 +212,12 @@ void trk_lookup(h2o_req_t *req, mm_thread_t *thread)
 void trk_list(h2o_req_t *req, mm_thread_t *thread)
 {
     char limit_s[16], after[80] = "";
-    int llen = mm_req_query(req, "limit", limit_s, sizeof(limit_s)), alen = mm_req_query(req, "after", after, sizeof(after));
-    long limit = TRK_LIST_DEFAULT;
+    int alen = mm_req_query(req, "after", after, sizeof(after));
+    long limit;
     mm_peer_t peer;
-    char *end = limit_s;
 
-    if (mm_req_peer(req, &peer) != 0)
+    if (mm_req_peer(req, &peer) != 0 || mm_req_query_int(req, "limit", 1, TRK_LIST_MAX, TRK_LIST_DEFAULT, &limit) != 0)
         return;
-    if (llen != -ENOENT) {
-        /* digits only: strtol alone would take " 5", "+5" and "5abc" */
-        limit = llen > 0 && limit_s[0] >= '0' && limit_s[0] <= '9' ? strtol(limit_s, &end, 10) : 0;
-        if (llen <= 0 || *end != '\0' || limit < 1 || limit > TRK_LIST_MAX) {
-            mm_reply_error(req, 400, "invalid_field", "query parameter 'limit' must be an integer from 1 to %d", TRK_LIST_MAX);
-            return;
-        }
-    }
     if (alen != -ENOENT && (alen < 0 || !mm_peer_id_valid(after, (size_t)alen))) {
         mm_reply_error(req, 400, "invalid_field", "query parameter 'after' must be a 'next' cursor from a previous page");
         return;

@@ -44,8 +44,13 @@ const char trk_lua_observed[] = "local v = redis.call('GET', KEYS[1]) "
                                 "redis.call('SET', KEYS[1], (string.match(v, '^(%d+) ') or '0') .. ' ' .. ARGV[1], 'KEEPTTL') "
                                 "return 1";
 
-/* KEYS: presence, deadlines. ARGV: peer_id. */
+/* KEYS: presence, deadlines, bootstrap membership, bootstrap nodes,
+ * bootstrap deadlines. ARGV: peer_id. Ends the broadcast and any bootstrap
+ * membership with it. */
 const char trk_lua_stop[] = "redis.call('ZREM', KEYS[2], ARGV[1]) "
+                            "redis.call('DEL', KEYS[3]) "
+                            "redis.call('SREM', KEYS[4], ARGV[1]) "
+                            "redis.call('ZREM', KEYS[5], ARGV[1]) "
                             "return redis.call('DEL', KEYS[1])";
 
 /* KEYS: presence keys. Returns value, pttl pairs (nil, -2 for an absent key). */
