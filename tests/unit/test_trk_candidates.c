@@ -70,9 +70,18 @@ static void duplicates_keep_the_first(void **state)
 static void rejects_bad_entries(void **state)
 {
     static const char *const bad[] = {
-        "[\"999.1.1.1\"]", "[\"fe80::1%eth0\"]", "[\"224.0.0.1\"]", "[\"ff02::1\"]",       "[\"255.255.255.255\"]",
-        "[5]",             "[null]",             "[{}]",            "[\"1.2.3.4:70000\"]", "[\"example.com\"]",
-        "[\"\"]",          "[\"1.2.3.4:0\"]",
+        "[\"999.1.1.1\"]",
+        "[\"fe80::1%eth0\"]",
+        "[\"224.0.0.1\"]",
+        "[\"ff02::1\"]",
+        "[\"255.255.255.255\"]",
+        "[5]",
+        "[null]",
+        "[{}]",
+        "[\"1.2.3.4:70000\"]",
+        "[\"example.com\"]",
+        "[\"\"]",
+        "[\"1.2.3.4:0\"]",
     };
     size_t i;
 
@@ -110,9 +119,12 @@ static void bad_observed_is_ignored(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(spec_example),        cmocka_unit_test(unspecified_means_observed),
-        cmocka_unit_test(duplicates_keep_the_first), cmocka_unit_test(rejects_bad_entries),
-        cmocka_unit_test(names_the_bad_index), cmocka_unit_test(bad_observed_is_ignored),
+        cmocka_unit_test(spec_example),
+        cmocka_unit_test(unspecified_means_observed),
+        cmocka_unit_test(duplicates_keep_the_first),
+        cmocka_unit_test(rejects_bad_entries),
+        cmocka_unit_test(names_the_bad_index),
+        cmocka_unit_test(bad_observed_is_ignored),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
