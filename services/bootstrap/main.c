@@ -4,21 +4,18 @@
  */
 #include <unistd.h>
 #include "mm/log.h"
+#include "mm/stores.h"
 #include "boot.h"
 
 static int boot_thread_init(mm_thread_t *thread)
 {
     const boot_config_t *conf = mm_server_data(thread->server);
     boot_thread_t *t = mm_xcalloc(1, sizeof(*t));
-    mm_err_t err;
 
     t->conf = conf;
     t->loop = thread->loop;
     boot_probe_init(t);
-    t->pg = mm_pg_new(thread->loop, conf->database_url);
-    if ((t->redis = mm_redis_new(thread->loop, conf->redis_url, &err)) == NULL) {
-        mm_error("MM_REDIS_URL: %s", err.msg);
-        mm_pg_free(t->pg);
+    if (mm_stores_open(thread->loop, conf->database_url, conf->redis_url, &t->pg, &t->redis) != 0) {
         boot_probe_dispose(t);
         free(t);
         return -1;
@@ -34,8 +31,7 @@ static void boot_thread_dispose(mm_thread_t *thread)
     if (t == NULL)
         return;
     boot_probe_dispose(t);
-    mm_pg_free(t->pg);
-    mm_redis_free(t->redis);
+    mm_stores_close(&t->pg, &t->redis);
     free(t);
 }
 
@@ -43,15 +39,7 @@ static int boot_is_ready(mm_thread_t *thread, const char **why)
 {
     boot_thread_t *t = thread->user;
 
-    if (!mm_pg_is_up(t->pg)) {
-        *why = "PostgreSQL is not connected";
-        return 0;
-    }
-    if (!mm_redis_is_up(t->redis)) {
-        *why = "Redis is not connected";
-        return 0;
-    }
-    return 1;
+    return mm_stores_ready(t->pg, t->redis, why);
 }
 
 int main(int argc, char **argv)
