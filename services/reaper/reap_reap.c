@@ -4,14 +4,17 @@
  *
  *  1. PostgreSQL: the version (xmin) of each candidate's row.
  *  2. Redis (one script): for each candidate whose key is gone, drop it
- *     from the deadline index (and the kind's set) and claim it; a live one
- *     that is due only in the index gets its real deadline back. Nothing is
+ *     from the kind's set and claim it with the deadline the index holds; a
+ *     live one that is due only in the index gets its real deadline back. Nothing is
  *     claimed while Redis is waiting for the tracker to restore lost data.
  *     A claimed presence also ends the peer's bootstrap membership: its key
  *     goes, and its deadline falls due, so that its row follows even when
  *     the broadcast's own row survives step 3 (a ready came back).
  *  3. PostgreSQL (one statement): delete the claimed rows whose version is
  *     still the one read in 1, and write an event per deleted row.
+ *  4. Redis: the index forgets the claimed entries, unless a ready moved
+ *     them meanwhile. Until then a copy that died, or a failed delete,
+ *     leaves them due, so they are retried with their deadlines.
  *
  * Why the version: the writers (the tracker's ready, the registry's
  * register) set the key first and update the row second. One that lands
@@ -34,10 +37,11 @@ const char *const reap_reason_names[REAP_REASONS] = {"event", "deadline", "sweep
 /* KEYS: deadlines, epoch marker[, the ended kind's deadlines]. ARGV: key
  * prefix, set ('' for none), the ended kind's prefix and set ('' for none),
  * "1" to claim ids missing from the index too (a sweep: an id whose entry
- * was lost is found only that way) or "0" (events and deadlines: an id
- * already out of the index was claimed by another copy, which knows its
- * deadline), then peer ids. Returns {id, deadline ms, ...} for the claimed
- * ids, or nil when the marker is missing. */
+ * was lost is found only that way) or "0" (events and deadlines: only ids
+ * still in the index), then peer ids. Returns {id, deadline ms, ...} for the
+ * claimed ids, or nil when the marker is missing. A claimed id stays in the
+ * index until its row is gone (reap_lua_forget): a copy that dies, or a
+ * delete that fails, leaves it there to be retried with its deadline. */
 static const char reap_lua_claim[] = "if redis.call('EXISTS', KEYS[2]) == 0 then return false end "
                                      "local t = redis.call('TIME') "
                                      "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
@@ -47,7 +51,6 @@ static const char reap_lua_claim[] = "if redis.call('EXISTS', KEYS[2]) == 0 then
                                      "  local pttl = redis.call('PTTL', ARGV[1] .. id) "
                                      "  local s = redis.call('ZSCORE', KEYS[1], id) "
                                      "  if pttl == -2 then "
-                                     "    if s then redis.call('ZREM', KEYS[1], id) end "
                                      "    if ARGV[2] ~= '' then redis.call('SREM', ARGV[2], id) end "
                                      "    if KEYS[3] and redis.call('DEL', ARGV[3] .. id) == 1 then "
                                      "      if ARGV[4] ~= '' then redis.call('SREM', ARGV[4], id) end "
@@ -63,6 +66,15 @@ static const char reap_lua_claim[] = "if redis.call('EXISTS', KEYS[2]) == 0 then
                                      "end "
                                      "return out";
 
+/* KEYS: deadlines. ARGV: id, score pairs. Drops each entry that still has
+ * the score it was claimed with (a ready since has moved it: it stays). */
+static const char reap_lua_forget[] = "for i = 1, #ARGV, 2 do "
+                                      "  if redis.call('ZSCORE', KEYS[1], ARGV[i]) == ARGV[i + 1] then "
+                                      "    redis.call('ZREM', KEYS[1], ARGV[i]) "
+                                      "  end "
+                                      "end "
+                                      "return 0";
+
 struct reap_batch {
     reap_t *rp;
     reap_lane_t *lane;
@@ -74,6 +86,8 @@ struct reap_batch {
     size_t nclaimed;
     size_t *claimed; /* indexes into ids */
     long long *deadlines;
+    char **forget; /* id, score pairs to drop from the index once reaped */
+    size_t nforget;
     void (*done)(reap_t *, ssize_t, void *);
     void *data;
 };
@@ -86,6 +100,9 @@ static void reap_batch_finish(reap_batch_t *b, ssize_t result)
     for (i = 0; i != b->n && b->versions != NULL; ++i)
         free(b->versions[i]);
     free(b->versions);
+    for (i = 0; i != b->nforget; ++i)
+        free(b->forget[i]);
+    free(b->forget);
     free(b->claimed);
     free(b->deadlines);
     free(b->ids);
@@ -140,25 +157,23 @@ static ssize_t reap_find(reap_batch_t *b, const char *id)
     return hit != NULL ? hit - b->ids : -1;
 }
 
-/* Claimed ids go back into the index (with their deadline) when the delete
- * failed, so the next poll retries them. */
-static void reap_unclaim(reap_batch_t *b)
+/* The index forgets the claimed entries once their rows are gone. */
+static void reap_forget(reap_batch_t *b)
 {
-    size_t i, argc = 2 + 2 * b->nclaimed, k = 2;
-    const char **argv = mm_xcalloc(argc, sizeof(*argv));
-    char(*scores)[24] = mm_xcalloc(b->nclaimed + 1, sizeof(*scores));
+    const char **argv;
+    size_t i;
 
-    argv[0] = "ZADD";
-    argv[1] = b->lane->kind->deadlines;
-    for (i = 0; i != b->nclaimed; ++i) {
-        snprintf(scores[i], sizeof(scores[i]), "%lld", b->deadlines[i] > 0 ? b->deadlines[i] : (long long)mm_now_ms());
-        argv[k++] = scores[i];
-        argv[k++] = b->ids[b->claimed[i]];
-    }
-    if (b->nclaimed != 0)
-        mm_redis_command(b->rp->redis, NULL, NULL, (int)argc, argv, NULL);
+    if (b->nforget == 0)
+        return;
+    argv = mm_xcalloc(b->nforget + 4, sizeof(*argv));
+    argv[0] = "EVAL";
+    argv[1] = reap_lua_forget;
+    argv[2] = "1";
+    argv[3] = b->lane->kind->deadlines;
+    for (i = 0; i != b->nforget; ++i)
+        argv[4 + i] = b->forget[i];
+    mm_redis_command(b->rp->redis, NULL, NULL, (int)(b->nforget + 4), argv, NULL);
     free(argv);
-    free(scores);
 }
 
 static void reap_on_deleted(mm_pg_status_t status, PGresult *res, void *data)
@@ -171,8 +186,7 @@ static void reap_on_deleted(mm_pg_status_t status, PGresult *res, void *data)
     if (status != MM_PG_OK) {
         if (status == MM_PG_ERROR)
             mm_error("reap: %s", PQresultErrorMessage(res));
-        reap_unclaim(b);
-        reap_batch_finish(b, -1);
+        reap_batch_finish(b, -1); /* the entries stay in the index: retried */
         return;
     }
     n = PQntuples(res);
@@ -182,6 +196,7 @@ static void reap_on_deleted(mm_pg_status_t status, PGresult *res, void *data)
             mm_histogram_observe(lane->lag, deadline < (long long)now ? (double)(now - (uint64_t)deadline) / 1000.0 : 0);
     }
     mm_counter_add(lane->reaped[b->reason], (uint64_t)n);
+    reap_forget(b);
     reap_batch_finish(b, n);
 }
 
@@ -203,15 +218,21 @@ static void reap_on_claimed(redisReply *reply, void *data)
     }
     b->claimed = mm_xcalloc(reply->elements / 2 + 1, sizeof(*b->claimed));
     b->deadlines = mm_xcalloc(reply->elements / 2 + 1, sizeof(*b->deadlines));
+    b->forget = mm_xcalloc(reply->elements + 1, sizeof(*b->forget));
     for (i = 0; i + 1 < reply->elements; i += 2) {
         ssize_t j = reply->element[i]->type == REDIS_REPLY_STRING ? reap_find(b, reply->element[i]->str) : -1;
+        if (j >= 0 && reply->element[i + 1]->type == REDIS_REPLY_STRING && strcmp(reply->element[i + 1]->str, "0") != 0) {
+            b->forget[b->nforget++] = mm_xstrdup(b->ids[j]);
+            b->forget[b->nforget++] = mm_xstrdup(reply->element[i + 1]->str);
+        }
         if (j < 0 || b->versions[j] == NULL)
-            continue; /* no row: nothing to reap, the index has forgotten it */
+            continue; /* no row: nothing to reap; the index forgets it below */
         b->claimed[b->nclaimed] = (size_t)j;
         b->deadlines[b->nclaimed] = strtoll(reply->element[i + 1]->str, NULL, 10);
         ++b->nclaimed;
     }
     if (b->nclaimed == 0) {
+        reap_forget(b);
         reap_batch_finish(b, 0);
         return;
     }
