@@ -42,6 +42,7 @@ struct gw {
     char **admin_ids;
     size_t nadmin_ids;
     char *upstream_urls[4]; /* what the proxies' h2o_url_t point into */
+    char *unavailable_body; /* 503 for an unreachable service, in the SPEC's error shape */
     mm_counter_t *rate_limited, *denied[5];
 };
 
@@ -53,8 +54,15 @@ typedef struct gw_front_handler {
 } gw_front_handler_t;
 
 /* Turns h2o's plain-text 502 (upstream unreachable) into the SPEC's 503. */
+typedef struct gw_502_filter {
+    h2o_filter_t super;
+    const char *body; /* the SPEC's 503 body, made once by gw_front_new */
+    size_t len;
+} gw_502_filter_t;
+
 typedef struct gw_502_ostream {
     h2o_ostream_t super;
+    const gw_502_filter_t *filter;
     int sent;
 } gw_502_ostream_t;
 
@@ -238,9 +246,7 @@ static int gw_not_found_on_req(h2o_handler_t *self, h2o_req_t *req)
 static void gw_502_do_send(h2o_ostream_t *_self, h2o_req_t *req, h2o_iovec_t *bufs, size_t bufcnt, h2o_send_state_t state)
 {
     gw_502_ostream_t *self = (void *)_self;
-    static const char body[] = "{\"error\":{\"code\":\"unavailable\",\"message\":\"the service behind this path is "
-                               "unavailable; nothing was changed, retry shortly\"}}";
-    h2o_iovec_t out = h2o_iovec_init(H2O_STRLIT(body));
+    h2o_iovec_t out = h2o_iovec_init(self->filter->body, self->filter->len);
 
     if (self->sent) {
         h2o_ostream_send_next(&self->super, req, NULL, 0, state);
@@ -250,8 +256,9 @@ static void gw_502_do_send(h2o_ostream_t *_self, h2o_req_t *req, h2o_iovec_t *bu
     h2o_ostream_send_next(&self->super, req, &out, 1, state);
 }
 
-static void gw_502_on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
+static void gw_502_on_setup_ostream(h2o_filter_t *_self, h2o_req_t *req, h2o_ostream_t **slot)
 {
+    gw_502_filter_t *self = (void *)_self;
     gw_502_ostream_t *os;
     ssize_t i;
 
@@ -266,6 +273,7 @@ static void gw_502_on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostr
         req->res.content_length = SIZE_MAX; /* our body has another length; let h2o frame it */
         os = (void *)h2o_add_ostream(req, sizeof(*os), slot);
         os->super.do_send = gw_502_do_send;
+        os->filter = self;
         os->sent = 0;
         slot = &os->super.next;
     }
@@ -318,6 +326,7 @@ void gw_front_free(gw_t *gw)
     free(gw->admin_ids);
     for (i = 0; i != MM_ARRAY_SIZE(gw->upstream_urls); ++i)
         free(gw->upstream_urls[i]);
+    free(gw->unavailable_body);
     mm_ratelimit_free(gw->ratelimit);
     free(gw);
 }
@@ -328,6 +337,7 @@ gw_t *gw_front_new(mm_server_t *s, const gw_config_t *conf, SSL_CTX *ssl, mm_err
     h2o_globalconf_t *gc = mm_server_globalconf(s);
     gw_t *gw = mm_xcalloc(1, sizeof(*gw));
     h2o_pathconf_t *pathconf;
+    json_t *body;
     size_t i;
     char labels[64];
 
@@ -336,6 +346,9 @@ gw_t *gw_front_new(mm_server_t *s, const gw_config_t *conf, SSL_CTX *ssl, mm_err
     gw->ssl = ssl;
     gw->ca_mode = conf->client_ca_file != NULL && conf->client_ca_file[0] != '\0';
     gw->ratelimit = mm_ratelimit_new((double)conf->rate_limit, (double)conf->rate_burst, 1000000);
+    body = mm_error_body("unavailable", "the service behind this path is unavailable; nothing was changed, retry shortly");
+    gw->unavailable_body = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
     gw->rate_limited = mm_metrics_counter("mm_gateway_rate_limited_total", "Requests refused with 429", NULL);
     for (i = 1; i != MM_ARRAY_SIZE(denied_codes); ++i) {
         snprintf(labels, sizeof(labels), "reason=\"%s\"", denied_codes[i]);
@@ -351,7 +364,7 @@ gw_t *gw_front_new(mm_server_t *s, const gw_config_t *conf, SSL_CTX *ssl, mm_err
         const char *upstream = *(const char *const *)((const char *)conf + gw_routes[i].url_offset);
         gw_front_handler_t *h;
         h2o_url_t url;
-        h2o_filter_t *f;
+        gw_502_filter_t *f;
 
         pathconf = h2o_config_register_path(gw->host, gw_routes[i].prefix, 0);
         h = (void *)h2o_create_handler(pathconf, sizeof(*h));
@@ -369,8 +382,10 @@ gw_t *gw_front_new(mm_server_t *s, const gw_config_t *conf, SSL_CTX *ssl, mm_err
             h2o_proxy_register_reverse_proxy(pathconf, &url, &pc);
             h->has_upstream = 1;
         }
-        f = h2o_create_filter(pathconf, sizeof(*f));
-        f->on_setup_ostream = gw_502_on_setup_ostream;
+        f = (void *)h2o_create_filter(pathconf, sizeof(*f));
+        f->super.on_setup_ostream = gw_502_on_setup_ostream;
+        f->body = gw->unavailable_body;
+        f->len = strlen(gw->unavailable_body);
         mm_server_log_path(s, pathconf);
     }
     pathconf = h2o_config_register_path(gw->host, "/", 0);
