@@ -34,9 +34,9 @@ void mm_reply_json(h2o_req_t *req, int status, json_t *body)
     text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(body);
     if (text == NULL) {
-        mm_error("json_dumps failed");
-        mm_reply_raw(req, 500, "application/json", H2O_STRLIT("{\"error\":{\"code\":\"internal\",\"message\":\"\"}}"));
-        return;
+        /* jansson fails to serialize only when out of memory, which is fatal here (STYLE.md) */
+        mm_error("json_dumps failed: out of memory");
+        abort();
     }
     mm_reply_raw(req, status, "application/json", text, strlen(text));
     free(text);

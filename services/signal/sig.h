@@ -129,6 +129,10 @@ void *sig_wait_new(h2o_req_t *req, sig_thread_t *t, size_t size, const char *key
  * first check. Returns 0, or -ENOTCONN when that check could not be sent
  * (nothing is filed then: reply 503 and free the waiter). */
 int sig_wait_start(sig_waiter_t *w, unsigned wait_s);
+/* Reads the `wait` query parameter (0..SIG_WAIT_MAX, default 0) of a
+ * long-poll and checks that Redis can answer and wake it. Returns 0, or -1
+ * after having replied 400 invalid_field or 503 unavailable. */
+int sig_wait_arg(h2o_req_t *req, sig_thread_t *t, int *wait);
 /* From a check's callback (before looking at the reply): the check is over.
  * Returns what to do when the reply holds nothing final:
  *   SIG_WAIT_AGAIN: a wake-up came in the meantime: the caller checks again (sig_wait_recheck);

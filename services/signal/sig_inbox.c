@@ -133,23 +133,15 @@ end:
 void sig_inbox(h2o_req_t *req, mm_thread_t *thread)
 {
     sig_thread_t *t = thread->user;
-    char buf[8], channel[96];
-    int n = mm_req_query(req, "wait", buf, sizeof(buf)), wait = 0;
+    char channel[96];
+    int wait;
     sig_inbox_op_t *op;
     mm_peer_t peer;
 
     if (mm_req_peer(req, &peer) != 0)
         return;
-    if (n != -ENOENT && (n < 0 || (wait = sig_wait_parse(buf, (size_t)n)) < 0)) {
-        mm_reply_error(req, 400, "invalid_field", "query parameter 'wait' must be a whole number of seconds from 0 to %d",
-                       SIG_WAIT_MAX);
+    if (sig_wait_arg(req, t, &wait) != 0)
         return;
-    }
-    /* a long-poll is only as good as its wake-ups: both connections must be up */
-    if (!mm_redis_is_up(t->redis) || (wait != 0 && !mm_redis_is_up(t->sub))) {
-        mm_reply_unavailable(req, "Redis");
-        return;
-    }
     op = sig_wait_new(req, t, sizeof(*op), sig_key(channel, "wake", peer.peer_id), sig_inbox_check);
     sig_key(op->inbox_key, "inbox", peer.peer_id);
     if (sig_wait_start(&op->w, (unsigned)wait) != 0) {

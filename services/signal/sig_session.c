@@ -126,8 +126,8 @@ void sig_session(h2o_req_t *req, mm_thread_t *thread)
     sig_thread_t *t = thread->user;
     const char *id = req->path_normalized.base + strlen(SIG_SESSION_PATH);
     size_t idlen = req->path_normalized.len - strlen(SIG_SESSION_PATH);
-    char buf[8], channel[96];
-    int n = mm_req_query(req, "wait", buf, sizeof(buf)), wait = 0;
+    char channel[96];
+    int wait;
     sig_session_op_t *op;
     mm_peer_t peer;
 
@@ -137,15 +137,8 @@ void sig_session(h2o_req_t *req, mm_thread_t *thread)
         mm_reply_error(req, 404, "not_found", "no such session: a session id is 32 lowercase hex characters");
         return;
     }
-    if (n != -ENOENT && (n < 0 || (wait = sig_wait_parse(buf, (size_t)n)) < 0)) {
-        mm_reply_error(req, 400, "invalid_field", "query parameter 'wait' must be a whole number of seconds from 0 to %d",
-                       SIG_WAIT_MAX);
+    if (sig_wait_arg(req, t, &wait) != 0)
         return;
-    }
-    if (!mm_redis_is_up(t->redis) || (wait != 0 && !mm_redis_is_up(t->sub))) {
-        mm_reply_unavailable(req, "Redis");
-        return;
-    }
     {
         char sid[SIG_SESSION_ID_LEN + 1];
         memcpy(sid, id, SIG_SESSION_ID_LEN);

@@ -316,3 +316,22 @@ void sig_wait_dispose(sig_thread_t *t)
     mm_timer_dispose(&t->resync_timer);
     mm_timer_dispose(&t->stop_timer);
 }
+
+int sig_wait_arg(h2o_req_t *req, sig_thread_t *t, int *wait)
+{
+    char buf[8];
+    int n = mm_req_query(req, "wait", buf, sizeof(buf));
+
+    *wait = 0;
+    if (n != -ENOENT && (n < 0 || (*wait = sig_wait_parse(buf, (size_t)n)) < 0)) {
+        mm_reply_error(req, 400, "invalid_field", "query parameter 'wait' must be a whole number of seconds from 0 to %d",
+                       SIG_WAIT_MAX);
+        return -1;
+    }
+    /* a long-poll is only as good as its wake-ups: both connections must be up */
+    if (!mm_redis_is_up(t->redis) || (*wait != 0 && !mm_redis_is_up(t->sub))) {
+        mm_reply_unavailable(req, "Redis");
+        return -1;
+    }
+    return 0;
+}
