@@ -143,3 +143,44 @@ int mm_addr_same_ip(const mm_addr_t *a, const mm_addr_t *b)
 {
     return a->family == b->family && memcmp(a->ip, b->ip, a->family == AF_INET ? 4 : 16) == 0;
 }
+
+socklen_t mm_addr_to_sockaddr(const mm_addr_t *a, struct sockaddr_storage *ss)
+{
+    memset(ss, 0, sizeof(*ss));
+    if (a->family == AF_INET) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(a->port);
+        memcpy(&sin->sin_addr, a->ip, 4);
+        return sizeof(*sin);
+    }
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+    sin6->sin6_family = AF_INET6;
+    sin6->sin6_port = htons(a->port);
+    memcpy(&sin6->sin6_addr, a->ip, 16);
+    return sizeof(*sin6);
+}
+
+int mm_addr_from_sockaddr(const struct sockaddr_storage *ss, mm_addr_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
+        out->family = AF_INET;
+        memcpy(out->ip, &sin->sin_addr, 4);
+        out->port = ntohs(sin->sin_port);
+        return 0;
+    }
+    if (ss->ss_family != AF_INET6)
+        return -EAFNOSUPPORT;
+    const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
+    if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
+        out->family = AF_INET;
+        memcpy(out->ip, &sin6->sin6_addr.s6_addr[12], 4);
+    } else {
+        out->family = AF_INET6;
+        memcpy(out->ip, &sin6->sin6_addr, 16);
+    }
+    out->port = ntohs(sin6->sin6_port);
+    return 0;
+}

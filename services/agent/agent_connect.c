@@ -69,23 +69,6 @@ static void agent_he_fail(agent_attempt_t *a, agent_he_state_t *s, uint64_t now,
     s->phase = AGENT_ATT_DONE;
 }
 
-static socklen_t agent_he_sockaddr(const mm_addr_t *a, struct sockaddr_storage *ss)
-{
-    memset(ss, 0, sizeof(*ss));
-    if (a->family == AF_INET) {
-        struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons(a->port);
-        memcpy(&sin->sin_addr, a->ip, 4);
-        return sizeof(*sin);
-    }
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-    sin6->sin6_family = AF_INET6;
-    sin6->sin6_port = htons(a->port);
-    memcpy(&sin6->sin6_addr, a->ip, 16);
-    return sizeof(*sin6);
-}
-
 /* Drives the handshake one step; 1 when it won. */
 static int agent_he_handshake(SSL_CTX *ctx, const char *peer_id, agent_attempt_t *a, agent_he_state_t *s, uint64_t now)
 {
@@ -135,7 +118,7 @@ static int agent_he_handshake(SSL_CTX *ctx, const char *peer_id, agent_attempt_t
 static void agent_he_start(const agent_cand_t *c, agent_attempt_t *a, agent_he_state_t *s, uint64_t now, const agent_he_opts_t *o)
 {
     struct sockaddr_storage ss;
-    socklen_t len = agent_he_sockaddr(&c->addr, &ss);
+    socklen_t len = mm_addr_to_sockaddr(&c->addr, &ss);
 
     a->start_ms = now;
     a->result = "pending";

@@ -138,20 +138,10 @@ static void boot_probe_launch(boot_probe_t *p)
         struct sockaddr_storage ss;
         socklen_t len;
 
-        memset(&ss, 0, sizeof(ss));
-        if (a->family == AF_INET) {
-            struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-            sin->sin_family = AF_INET;
-            sin->sin_port = htons(p->port);
-            memcpy(&sin->sin_addr, a->ip, 4);
-            len = sizeof(*sin);
-        } else {
-            struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-            sin6->sin6_family = AF_INET6;
-            sin6->sin6_port = htons(p->port);
-            memcpy(&sin6->sin6_addr, a->ip, 16);
-            len = sizeof(*sin6);
-        }
+        mm_addr_t to = *a;
+
+        to.port = p->port;
+        len = mm_addr_to_sockaddr(&to, &ss);
         if ((p->attempts[i].sock = h2o_socket_connect(p->t->loop, (struct sockaddr *)&ss, len, boot_probe_on_connect)) == NULL)
             continue;
         p->attempts[i].sock->data = &p->attempts[i];

@@ -187,25 +187,8 @@ syserr:
 /* The client's address as the codec wants it: IPv4-mapped IPv6 as IPv4. */
 static int sig_stun_source(const struct sockaddr_storage *ss, mm_addr_t *out)
 {
-    memset(out, 0, sizeof(*out));
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
-        out->family = AF_INET;
-        memcpy(out->ip, &sin->sin_addr, 4);
-        out->port = ntohs(sin->sin_port);
-    } else if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
-        if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
-            out->family = AF_INET;
-            memcpy(out->ip, &sin6->sin6_addr.s6_addr[12], 4);
-        } else {
-            out->family = AF_INET6;
-            memcpy(out->ip, &sin6->sin6_addr, 16);
-        }
-        out->port = ntohs(sin6->sin6_port);
-    } else {
+    if (mm_addr_from_sockaddr(ss, out) != 0)
         return -EAFNOSUPPORT;
-    }
     return out->port != 0 ? 0 : -EINVAL; /* nothing can be sent to port 0 */
 }
 

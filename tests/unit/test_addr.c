@@ -1,4 +1,5 @@
 /* Unit tests of address parsing and scoping (common/src/addr.c). */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -144,12 +145,42 @@ static void same_ip(void **state)
     assert_false(mm_addr_same_ip(&a, &b));
 }
 
+static void sockaddr_round_trip(void **state)
+{
+    const char *cases[] = {"192.0.2.1:3478", "[2001:db8::7]:65535", "10.0.0.1:1"};
+    struct sockaddr_storage ss;
+    struct sockaddr_in6 mapped;
+    mm_addr_t a, b;
+    size_t i;
+
+    for (i = 0; i != sizeof(cases) / sizeof(cases[0]); ++i) {
+        assert_int_equal(mm_addr_parse(cases[i], strlen(cases[i]), &a), 0);
+        assert_int_equal(mm_addr_to_sockaddr(&a, &ss),
+                         a.family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6));
+        assert_int_equal(ss.ss_family, a.family);
+        assert_int_equal(mm_addr_from_sockaddr(&ss, &b), 0);
+        assert_true(mm_addr_same_ip(&a, &b));
+        assert_int_equal(a.port, b.port);
+    }
+    /* what a dual-stack socket reports for an IPv4 peer comes back as IPv4 */
+    memset(&mapped, 0, sizeof(mapped));
+    mapped.sin6_family = AF_INET6;
+    mapped.sin6_port = htons(7);
+    inet_pton(AF_INET6, "::ffff:198.51.100.9", &mapped.sin6_addr);
+    memcpy(&ss, &mapped, sizeof(mapped));
+    assert_int_equal(mm_addr_from_sockaddr(&ss, &b), 0);
+    assert_int_equal(b.family, AF_INET);
+    assert_int_equal(b.port, 7);
+    ss.ss_family = AF_UNIX;
+    assert_int_equal(mm_addr_from_sockaddr(&ss, &b), -EAFNOSUPPORT);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(parses_literals), cmocka_unit_test(rejects_garbage),    cmocka_unit_test(not_nul_terminated),
-        cmocka_unit_test(scopes),          cmocka_unit_test(unusable_addresses), cmocka_unit_test(unspecified),
-        cmocka_unit_test(same_ip),
+        cmocka_unit_test(parses_literals), cmocka_unit_test(rejects_garbage),     cmocka_unit_test(not_nul_terminated),
+        cmocka_unit_test(scopes),          cmocka_unit_test(unusable_addresses),  cmocka_unit_test(unspecified),
+        cmocka_unit_test(same_ip),         cmocka_unit_test(sockaddr_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 typedef enum mm_scope {
     MM_SCOPE_LOOPBACK,   /* 127.0.0.0/8, ::1 */
@@ -43,5 +44,11 @@ const char *mm_addr_ip_string(const mm_addr_t *a, char *buf);
 
 /* 1 when both have the same family and IP (ports ignored). */
 int mm_addr_same_ip(const mm_addr_t *a, const mm_addr_t *b);
+
+/* `a` (with its port) as a socket address in `ss`; returns its length. */
+socklen_t mm_addr_to_sockaddr(const mm_addr_t *a, struct sockaddr_storage *ss);
+/* A socket address as an mm_addr_t (IPv4-mapped IPv6 becomes IPv4).
+ * Returns 0, or -EAFNOSUPPORT for a family other than AF_INET/AF_INET6. */
+int mm_addr_from_sockaddr(const struct sockaddr_storage *ss, mm_addr_t *out);
 
 #endif
