@@ -44,7 +44,9 @@ typedef struct agent_args {
     const char *cmd;
     int json, help, force, public_, bootstrap, sequential;
     const char *email, *name, *server, *server_ca, *share, *output;
-    int64_t port; /* -1: not given */
+    const char *stun; /* --stun HOST[:PORT] */
+    int64_t port;     /* -1: not given */
+    int64_t stun_alt; /* --stun-alt PORT; -1: not given */
     double timeout_s;
     const char **allow, **advertise;
     size_t nallow, nadvertise;
@@ -156,6 +158,10 @@ void agent_api_set_timeout(agent_api_t *api, long ms);
  * -1 when none did, with err set (server_unreachable, server_untrusted). */
 int agent_api_call(agent_api_t *api, const char *method, const char *path, json_t *body, agent_reply_t *reply, agent_err_t *err);
 void agent_reply_clear(agent_reply_t *reply);
+/* How long the last request took from the moment it was sent (after any
+ * connect and TLS handshake) to its answer, in ms: one round trip plus the
+ * server's time. */
+double agent_api_last_rtt_ms(agent_api_t *api);
 /* Turns an error answer into err, with advice for the codes a user meets. */
 void agent_api_error(const agent_reply_t *reply, agent_err_t *err);
 /* GET lookup?email= (or peer_id=); 0 with *peer (new reference), or -1 with err (code not_found when offline). */
@@ -169,6 +175,10 @@ int agent_cmd_register(agent_args_t *args);
 int agent_cmd_lookup(agent_args_t *args);
 int agent_cmd_peers(agent_args_t *args);
 int agent_cmd_down(agent_args_t *args);
+
+/* ---- agent_punch_cmd.c: UDP hole punching (more in agent_punch.h) ------- */
+
+int agent_cmd_stun(agent_args_t *args);
 int agent_cmd_punch(agent_args_t *args);
 
 /* ---- agent_addrs.c: the machine's addresses ------------------------------ */

@@ -191,6 +191,15 @@ int agent_api_call(agent_api_t *api, const char *method, const char *path, json_
     return 0;
 }
 
+double agent_api_last_rtt_ms(agent_api_t *api)
+{
+    curl_off_t total = 0, pre = 0;
+
+    curl_easy_getinfo(api->curl, CURLINFO_TOTAL_TIME_T, &total);
+    curl_easy_getinfo(api->curl, CURLINFO_PRETRANSFER_TIME_T, &pre);
+    return total > pre ? (double)(total - pre) / 1000.0 : 0;
+}
+
 void agent_reply_clear(agent_reply_t *reply)
 {
     json_decref(reply->body);

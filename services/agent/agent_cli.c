@@ -31,6 +31,8 @@ enum {
     OPT_OUTPUT,
     OPT_TIMEOUT,
     OPT_SEQUENTIAL,
+    OPT_STUN,
+    OPT_STUN_ALT,
 };
 
 static const struct option agent_long_opts[] = {
@@ -50,6 +52,8 @@ static const struct option agent_long_opts[] = {
     {"output", required_argument, NULL, OPT_OUTPUT},
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
     {"sequential", no_argument, NULL, OPT_SEQUENTIAL},
+    {"stun", required_argument, NULL, OPT_STUN},
+    {"stun-alt", required_argument, NULL, OPT_STUN_ALT},
     {NULL, 0, NULL, 0},
 };
 
@@ -111,6 +115,7 @@ int agent_cli_parse(const agent_cmd_t *cmd, int argc, char **argv, agent_args_t 
     memset(args, 0, sizeof(*args));
     args->cmd = cmd->name;
     args->port = -1;
+    args->stun_alt = -1;
     opterr = 0;
     optind = 0; /* GNU: reinitialise, argv[0] is the command word */
     while ((c = getopt_long(argc, argv, "ho:", agent_long_opts, &idx)) != -1) {
@@ -183,6 +188,16 @@ int agent_cli_parse(const agent_cmd_t *cmd, int argc, char **argv, agent_args_t 
             break;
         case OPT_SEQUENTIAL:
             args->sequential = 1;
+            break;
+        case OPT_STUN:
+            args->stun = optarg;
+            break;
+        case OPT_STUN_ALT:
+            if (agent_cli_number(args, "stun-alt", optarg, 1, 65535, &d) != 0)
+                return AGENT_EXIT_USAGE;
+            if (d != floor(d))
+                return agent_cli_usage_error(args, "--stun-alt %s: expected a whole number", optarg);
+            args->stun_alt = (int64_t)d;
             break;
         default:
             return agent_cli_usage_error(args, "unknown option");

@@ -1,6 +1,6 @@
 /*
  * The commands that only talk to the server: register, lookup, peers and
- * down (and punch, which is not part of this build).
+ * down.
  */
 #include <errno.h>
 #include <signal.h>
@@ -214,14 +214,4 @@ int agent_cmd_down(agent_args_t *args)
     agent_reply_clear(&r);
     agent_api_free(api);
     return rc;
-}
-
-int agent_cmd_punch(agent_args_t *args)
-{
-    agent_err_t err;
-
-    agent_err_set(&err, "not_implemented",
-                  "UDP hole punching is not part of this build of mm: use mm connect, which reaches peers "
-                  "whose addresses are directly reachable");
-    return agent_out_error(&err);
 }

@@ -15,14 +15,6 @@
 
 #define AGENT_UP_MAX_THREADS 4
 
-void agent_punch_hook_broadcast_live(agent_up_t *up)
-{
-    static atomic_int said;
-
-    if (atomic_exchange(&said, 1) == 0)
-        mm_info("hole punching is not part of this build: offers sent to %s through mm-signal are not answered", up->conf.email);
-}
-
 static int agent_up_thread_init(mm_thread_t *t)
 {
     agent_up_t *up = mm_server_data(t->server);
@@ -73,6 +65,8 @@ static int agent_up_options(agent_args_t *args, agent_up_t *up)
     up->public_ = args->public_;
     up->bootstrap = args->bootstrap;
     up->port = args->port >= 0 ? (uint16_t)args->port : AGENT_DEFAULT_PORT;
+    up->stun = args->stun;
+    up->stun_alt = args->stun_alt;
     return 0;
 }
 
@@ -167,6 +161,7 @@ int agent_cmd_up(agent_args_t *args)
         goto fail;
     rc = mm_server_run(up->server) == 0 ? AGENT_EXIT_OK : AGENT_EXIT_ERROR;
     agent_beacon_stop(beacon);
+    agent_punch_up_stop(up);
     agent_resolver_free(up->resolver);
     if (atomic_load(&up->exit_code) != 0)
         rc = atomic_load(&up->exit_code);

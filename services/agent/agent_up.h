@@ -1,7 +1,8 @@
 /*
  * The daemon's private pieces (mm up): the peer server (agent_peer.c),
- * the caller resolver (agent_resolver.c) and the broadcast keeper
- * (agent_beacon.c), wired by agent_up.c.
+ * the caller resolver (agent_resolver.c), the broadcast keeper
+ * (agent_beacon.c) and the hole-punch answerer (agent_punch_up.c), wired
+ * by agent_up.c.
  *
  * Threads: the peer server's loops (libh2o evloop, mm_server_t) never
  * block; the control plane (register, ready, heartbeats, stop, bootstrap)
@@ -51,7 +52,10 @@ typedef struct agent_up {
     uint16_t port;
     mm_addr_t advertise[AGENT_MAX_ADDRS];
     size_t nadvertise;
-    agent_resolver_t *resolver; /* NULL with --public */
+    const char *stun;             /* --stun, or NULL */
+    int64_t stun_alt;             /* --stun-alt, or -1 */
+    agent_resolver_t *resolver;   /* NULL with --public */
+    struct agent_punch_up *punch; /* the answerer, once the broadcast is live (agent_punch_up.c) */
     mm_server_t *server;
     _Atomic int exit_code; /* 1 after a fatal error of the beacon */
 } agent_up_t;
@@ -80,12 +84,14 @@ agent_beacon_t *agent_beacon_start(agent_up_t *up, agent_err_t *err);
  * and joins the thread. NULL-safe. */
 void agent_beacon_stop(agent_beacon_t *b);
 
-/* Hole punching (SPEC §3.3, mm punch) belongs to the punch issue and is NOT
- * part of this build: mm up does not poll /api/signal/inbox, so offers to
- * this peer go unanswered and expire. This is where it plugs in: the beacon
- * calls it once the broadcast is live and again on every change of the
- * broadcast (interval, addresses). It only logs that punching is
- * unavailable, once. */
+/* ---- agent_punch_up.c: answering hole punches ---- */
+
+/* Called by the beacon thread once the broadcast is live, and again on
+ * every change of the broadcast: the first call starts the thread that
+ * long-polls the inbox and answers offers from the callers the share
+ * admits (a thread per session). */
 void agent_punch_hook_broadcast_live(agent_up_t *up);
+/* Stops answering and joins every thread (call after agent_beacon_stop). */
+void agent_punch_up_stop(agent_up_t *up);
 
 #endif

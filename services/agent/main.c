@@ -24,14 +24,16 @@ static const agent_cmd_t agent_cmds[] = {
      "Examples:\n"
      "  mm register\n"
      "  mm --json register"},
-    {"up", agent_cmd_up, "share port allow public bootstrap advertise", 0, 0,
-     "up --share DIR [--port N] [--allow EMAIL]... [--public] [--bootstrap] [--advertise ADDR]...",
+    {"up", agent_cmd_up, "share port allow public bootstrap advertise stun stun-alt", 0, 0,
+     "up --share DIR [--port N] [--allow EMAIL]... [--public] [--bootstrap] [--advertise ADDR]... [--stun HOST[:PORT]]",
      "Runs in the foreground until SIGINT or SIGTERM: serves DIR read-only over HTTPS (your certificate;\n"
      "callers must present theirs) to the emails given with --allow, or to anyone with --public, tells\n"
      "the server where this machine can be reached (every unicast address of its interfaces, or the\n"
      "--advertise ADDR[:PORT] given instead), keeps that alive with heartbeats, retries with backoff while\n"
      "the server is unreachable, and ends the broadcast when it stops. --port: the peer server's port\n"
      "(default 7470, 0 for any free port). --bootstrap volunteers as a bootstrap node.\n"
+     "It also answers hole punches (mm punch) from the same callers; --stun and --stun-alt say where\n"
+     "mm-signal's STUN listens when it is not on the server's host at ports 3478 and 3479.\n"
      "Callers are recognised through the server, so they must be online too (running mm up).\n\n"
      "Examples:\n"
      "  mm up --share ~/Public --allow bob@example.com --allow carol@example.com\n"
@@ -70,8 +72,25 @@ static const agent_cmd_t agent_cmds[] = {
      "Examples:\n"
      "  mm get bob@example.com photos/cat.jpg\n"
      "  mm get bob@example.com big.iso -o /tmp/big.iso"},
-    {"punch", agent_cmd_punch, "", 1, 1, "punch EMAIL",
-     "UDP hole punching through mm-signal. Not part of this build: it exits 1 and says so."},
+    {"punch", agent_cmd_punch, "timeout stun stun-alt", 1, 1, "punch EMAIL [--stun HOST[:PORT]] [--stun-alt PORT]",
+     "Opens a direct UDP path to EMAIL's machine through both NATs (hole punching): learns this machine's\n"
+     "public UDP address from mm-signal's STUN, offers it to the peer through mm-signal, and once the\n"
+     "peer's mm up answers, both sides send authenticated probes to each other's addresses at the same\n"
+     "moment. Prints the local and remote address of the first path that answered, and its round trip.\n"
+     "Up to 3 more attempts when one fails; gives up within 30 s, saying why (a NAT that maps per\n"
+     "destination, \"symmetric\", cannot be punched). The peer must run mm up with you in its --allow\n"
+     "list (or --public). --stun: where mm-signal's STUN listens (default: the server's host, port 3478;\n"
+     "MM_STUN); --stun-alt: its second port (default PORT + 1; MM_STUN_ALT).\n\n"
+     "Examples:\n"
+     "  mm punch bob@example.com\n"
+     "  mm punch --json bob@example.com"},
+    {"stun", agent_cmd_stun, "stun stun-alt", 0, 0, "stun [--stun HOST[:PORT]] [--stun-alt PORT]",
+     "Shows how this machine is seen from outside over UDP: the public address mm-signal's STUN saw,\n"
+     "and whether the NAT keeps one public port for every destination (endpoint-independent: hole\n"
+     "punching can work) or makes a new one per destination (address-dependent, \"symmetric\": it cannot).\n\n"
+     "Examples:\n"
+     "  mm stun\n"
+     "  mm stun --json --stun stun.example.com:3478"},
     {"down", agent_cmd_down, "", 0, 0, "down",
      "Stops broadcasting: stops a running mm up of this identity (which tells the server), then tells\n"
      "the server again in case mm up could not.\n\n"
