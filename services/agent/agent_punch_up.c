@@ -23,7 +23,9 @@ typedef struct agent_punch_job {
     struct agent_punch_up *owner;
     pthread_t thread;
     _Atomic int done;
+    _Atomic int superseded; /* the same peer punched again: this session's path is abandoned */
     int used;
+    char from[MM_PEER_ID_LEN + 1];
     json_t *offer; /* {"session_id","from":{"peer_id","email"},"candidates",...} */
 } agent_punch_job_t;
 
@@ -40,6 +42,14 @@ static int agent_punch_up_stopping(void *data)
     struct agent_punch_up *pu = data;
 
     return atomic_load(&pu->stop);
+}
+
+/* A session ends when mm up stops, or when its peer starts another one. */
+static int agent_punch_job_stopping(void *data)
+{
+    agent_punch_job_t *job = data;
+
+    return atomic_load(&job->owner->stop) || atomic_load(&job->superseded);
 }
 
 static const char *agent_offer_from(json_t *offer, const char *key)
@@ -136,7 +146,7 @@ static void *agent_punch_up_session(void *arg)
     }
     in = (double)json_integer_value(json_object_get(answer, "punch_in_ms"));
     start = (double)received + in - rtt / 2 > (double)received ? (uint64_t)((double)received + in - rtt / 2) : received;
-    if ((rc = agent_punch_probe(p, start, agent_punch_up_stopping, pu)) < 0)
+    if ((rc = agent_punch_probe(p, start, agent_punch_job_stopping, job)) < 0)
         goto out;
     if (rc == 0) {
         /* no ACK of ours came back; the other side may still have won with our ACKs */
@@ -155,7 +165,7 @@ static void *agent_punch_up_session(void *arg)
                                   agent_addr_str(&p->remote, remote), "rtt_ms", p->rtt_ms),
                         "Direct UDP path with %s: %s, round trip %.1f ms", email, remote, p->rtt_ms);
     }
-    if (agent_punch_keep(p, 0, agent_punch_up_stopping, pu) == 0)
+    if (agent_punch_keep(p, 0, agent_punch_job_stopping, job) == 0)
         agent_out_event("path_closed", json_pack("{s:s,s:s}", "session_id", sid, "from", email),
                         "The UDP path with %s went quiet; closed", email);
 out:
@@ -189,15 +199,26 @@ static agent_punch_job_t *agent_punch_up_reap(struct agent_punch_up *pu, int all
 
 static void agent_punch_up_take(struct agent_punch_up *pu, json_t *offer)
 {
-    const char *email = agent_offer_from(offer, "email");
+    const char *email = agent_offer_from(offer, "email"), *from = agent_offer_from(offer, "peer_id");
     agent_punch_job_t *job;
+    int superseded = 0, tries;
+    size_t i;
 
     if (!json_is_string(json_object_get(offer, "session_id")) || !agent_punch_up_allowed(pu->up, email)) {
         agent_out_event("punch_ignored", json_pack("{s:s,s:s}", "from", email, "reason", "not_allowed"),
                         "Ignored a hole punch from %s: not in --allow", email);
         return;
     }
-    if ((job = agent_punch_up_reap(pu, 0)) == NULL) {
+    for (i = 0; i != AGENT_PUNCH_UP_SESSIONS; ++i) {
+        if (pu->jobs[i].used && strcmp(pu->jobs[i].from, from) == 0) {
+            atomic_store(&pu->jobs[i].superseded, 1);
+            superseded = 1;
+        }
+    }
+    /* superseded sessions notice within one poll (at most 200 ms) */
+    for (tries = 0; (job = agent_punch_up_reap(pu, 0)) == NULL && superseded && tries != 25; ++tries)
+        usleep(20 * 1000);
+    if (job == NULL) {
         agent_out_event("punch_ignored", json_pack("{s:s,s:s}", "from", email, "reason", "busy"),
                         "Ignored a hole punch from %s: %d sessions already running", email, AGENT_PUNCH_UP_SESSIONS);
         return;
@@ -205,6 +226,7 @@ static void agent_punch_up_take(struct agent_punch_up *pu, json_t *offer)
     agent_out_event("punch_offer", json_pack("{s:O,s:s}", "session_id", json_object_get(offer, "session_id"), "from", email),
                     "Hole punch requested by %s", email);
     job->owner = pu;
+    snprintf(job->from, sizeof(job->from), "%s", from);
     job->offer = json_incref(offer);
     job->used = 1;
     atomic_store(&job->done, 0);

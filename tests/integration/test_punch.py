@@ -167,3 +167,15 @@ def test_punch_survives_garbage_on_its_socket(agent, share, daemons):
     assert r2["session_id"] != r["session_id"]
     d.stop()
     assert json.dumps(d.events())  # the daemon printed only JSON lines
+
+
+def test_punch_again_and_again(agent, share, daemons):
+    """More punches in a row than the daemon runs sessions at once (8): a
+    new punch from the same peer replaces its older path, so none is
+    turned away as busy."""
+    a, b = agent("a"), agent("b")
+    d = b.up(share, allow=[a.email])
+    daemons.append(d)
+    sessions = {a.ok("punch", b.email, timeout=40).json["session_id"] for _ in range(10)}
+    assert len(sessions) == 10
+    assert not [e for e in d.events() if e.get("event") == "punch_ignored"], d.events()
