@@ -279,7 +279,10 @@ static void *agent_punch_up_main(void *arg)
             continue;
         }
         backoff = 500;
-        json_array_foreach(json_object_get(r.body, "offers"), i, offer) agent_punch_up_take(pu, offer);
+        json_array_foreach(json_object_get(r.body, "offers"), i, offer)
+        {
+            agent_punch_up_take(pu, offer);
+        }
         agent_reply_clear(&r);
     }
     agent_api_free(api);

@@ -268,8 +268,11 @@ static void agent_cand_push(json_t *list, const mm_addr_t *a, uint16_t port, con
     json_t *c;
 
     mm_addr_ip_string(a, ip);
-    json_array_foreach(list, i, c) if (strcmp(json_string_value(json_object_get(c, "ip")), ip) == 0 &&
-                                       json_integer_value(json_object_get(c, "port")) == port) return;
+    json_array_foreach(list, i, c)
+    {
+        if (strcmp(json_string_value(json_object_get(c, "ip")), ip) == 0 && json_integer_value(json_object_get(c, "port")) == port)
+            return;
+    }
     json_array_append_new(list, json_pack("{s:s,s:i,s:s}", "ip", ip, "port", (int)port, "type", type));
 }
 
