@@ -135,9 +135,9 @@ static uint64_t agent_punch_min(uint64_t a, uint64_t b)
     return a < b ? a : b;
 }
 
-int agent_punch_probe(agent_punch_t *p, uint64_t start, agent_punch_stop_fn stop, void *data)
+int agent_punch_probe(agent_punch_t *p, uint64_t start, uint64_t end, agent_punch_stop_fn stop, void *data)
 {
-    uint64_t now, next = start, end = start + AGENT_PUNCH_PROBE_MS;
+    uint64_t now, next = start;
     size_t i;
 
     while (!p->have_path && (now = mm_mono_ms()) < end) {

@@ -56,7 +56,8 @@ int agent_local_ip_toward(const mm_addr_t *to, mm_addr_t *out);
 /* A non-blocking UDP socket of `family` on a port the kernel picks; -1 with err. */
 int agent_udp_open(int family, agent_err_t *err);
 /* Asks both STUN ports how `fd` is seen from outside, retransmitting
- * (100, 200, 400 ms ...) until both answered or `deadline` (monotonic ms).
+ * (after 100, 200, then every 250 ms) until both answered or `deadline`
+ * (monotonic ms).
  * 0 with *m filled (the primary port answered), or -1 with err
  * (stun_unreachable). Datagrams that are not the awaited answers are
  * dropped. */
@@ -103,10 +104,10 @@ int agent_punch_init(agent_punch_t *p, int fd, mm_punch_role_t role, const char 
 /* Polled between waits of at most 50 ms; non-zero stops the exchange. */
 typedef int (*agent_punch_stop_fn)(void *data);
 /* Answers the other side at once, and from `start` (monotonic ms) probes
- * every candidate every 50 ms for AGENT_PUNCH_PROBE_MS. Returns 1 when a
- * path was found (p->remote, p->rtt_ms, p->path_at), 0 when the time ran
- * out, -1 when stopped. */
-int agent_punch_probe(agent_punch_t *p, uint64_t start, agent_punch_stop_fn stop, void *data);
+ * every candidate every 50 ms until `end` (start + AGENT_PUNCH_PROBE_MS,
+ * or sooner). Returns 1 when a path was found (p->remote, p->rtt_ms,
+ * p->path_at), 0 when the time ran out, -1 when stopped. */
+int agent_punch_probe(agent_punch_t *p, uint64_t start, uint64_t end, agent_punch_stop_fn stop, void *data);
 /* Keeps answering until `until` (monotonic ms) or stopped. */
 void agent_punch_answer_until(agent_punch_t *p, uint64_t until, agent_punch_stop_fn stop, void *data);
 /* Keeps the path: a KEEPALIVE every 15 s when this side has a path (the

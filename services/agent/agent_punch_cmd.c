@@ -16,12 +16,26 @@
 #define AGENT_PUNCH_ATTEMPTS 4          /* the first and up to 3 retries */
 #define AGENT_PUNCH_DEADLINE_MS 28000   /* the whole command (--timeout), under the 30 s it promises */
 #define AGENT_PUNCH_ANSWER_WAIT_MS 8000 /* an online peer's mm up answers in milliseconds */
-#define AGENT_PUNCH_STUN_MS 2000
+#define AGENT_PUNCH_STUN_MS 3000
+#define AGENT_PUNCH_CALL_MS 10000 /* one request to the server, at most (and never past the deadline) */
 #define AGENT_PUNCH_LINGER_MS 300 /* after winning, answer the other side's probes so it wins too */
 
 static const char AGENT_SYMMETRIC_OURS[] =
     "this machine's NAT maps per destination (symmetric): the peer cannot reach the address STUN saw; no direct path";
 static const char AGENT_SYMMETRIC_PEER[] = "the peer's NAT maps per destination (symmetric); no direct path";
+
+static uint64_t agent_min_u64(uint64_t a, uint64_t b)
+{
+    return a < b ? a : b;
+}
+
+/* Milliseconds left before `deadline`, at least 1. */
+static long agent_left(uint64_t deadline)
+{
+    uint64_t now = mm_mono_ms();
+
+    return now + 1 < deadline ? (long)(deadline - now) : 1;
+}
 
 static json_t *agent_mapping_json(const agent_mapping_t *m, const agent_stun_target_t *t)
 {
@@ -44,7 +58,7 @@ int agent_cmd_stun(agent_args_t *args)
     if (agent_conf_load(&conf, args->server, &err) != 0 || agent_stun_target(&conf, args->stun, args->stun_alt, &t, &err) != 0 ||
         (fd = agent_udp_open(t.server.family, &err)) < 0)
         return agent_out_error(&err);
-    if (agent_stun_map(fd, &t, mm_mono_ms() + AGENT_PUNCH_STUN_MS + 1000, &m, &err) != 0) {
+    if (agent_stun_map(fd, &t, mm_mono_ms() + AGENT_PUNCH_STUN_MS, &m, &err) != 0) {
         close(fd);
         return agent_out_error(&err);
     }
@@ -70,7 +84,7 @@ typedef struct agent_punch_try {
 } agent_punch_try_t;
 
 /* Step 1: the offer. 0 with the session id, or -1 with err. */
-static int agent_punch_offer(agent_api_t *api, const char *email, agent_punch_try_t *t, agent_err_t *err)
+static int agent_punch_offer(agent_api_t *api, const char *email, agent_punch_try_t *t, uint64_t deadline, agent_err_t *err)
 {
     json_t *body = json_pack("{s:s,s:o}", "to", email, "candidates", agent_punch_candidates(&t->mapping));
     agent_reply_t r;
@@ -78,6 +92,7 @@ static int agent_punch_offer(agent_api_t *api, const char *email, agent_punch_tr
 
     if (t->mapping.nat_mapping != NULL)
         json_object_set_new(body, "nat_mapping", json_string(t->mapping.nat_mapping));
+    agent_api_set_timeout(api, (long)agent_min_u64((uint64_t)agent_left(deadline), AGENT_PUNCH_CALL_MS));
     if (agent_api_call(api, "POST", "/api/signal/offer", body, &r, err) != 0) {
         json_decref(body);
         return -1;
@@ -110,6 +125,7 @@ static int agent_punch_wait_answer(agent_api_t *api, const char *email, agent_pu
     while ((now = mm_mono_ms()) < until) {
         uint64_t wait_s = (until - now) / 1000;
         snprintf(path, sizeof(path), "/api/signal/session/%s?wait=%u", t->session_id, (unsigned)(wait_s > 25 ? 25 : wait_s));
+        agent_api_set_timeout(api, agent_left(until) + 2000); /* the server answers "pending" when the wait runs out */
         if (agent_api_call(api, "GET", path, NULL, &r, err) != 0)
             return -1;
         if (r.status == 200 && json_is_object(r.body)) {
@@ -156,21 +172,19 @@ static int agent_punch_attempt(agent_api_t *api, const agent_stun_target_t *st, 
                                agent_punch_try_t *t, agent_err_t *err)
 {
     json_t *answer = NULL, *peer;
-    uint64_t received;
+    uint64_t received, start;
     double rtt;
     int fd, rc = -1;
     const char *nat;
 
     if ((fd = agent_udp_open(st->server.family, err)) < 0)
         return -1;
-    if (agent_stun_map(fd, st, mm_mono_ms() + AGENT_PUNCH_STUN_MS, &t->mapping, err) != 0 ||
-        agent_punch_offer(api, email, t, err) != 0)
+    if (agent_stun_map(fd, st, agent_min_u64(mm_mono_ms() + AGENT_PUNCH_STUN_MS, deadline), &t->mapping, err) != 0 ||
+        agent_punch_offer(api, email, t, deadline, err) != 0)
         goto out;
     rtt = agent_api_last_rtt_ms(api);
-    if (agent_punch_wait_answer(api, email, t,
-                                mm_mono_ms() + AGENT_PUNCH_ANSWER_WAIT_MS < deadline ? mm_mono_ms() + AGENT_PUNCH_ANSWER_WAIT_MS
-                                                                                     : deadline,
-                                &answer, &received, err) != 0)
+    if (agent_punch_wait_answer(api, email, t, agent_min_u64(mm_mono_ms() + AGENT_PUNCH_ANSWER_WAIT_MS, deadline), &answer,
+                                &received, err) != 0)
         goto out;
     peer = json_object_get(answer, "peer");
     nat = json_string_value(json_object_get(peer, "nat_mapping"));
@@ -180,7 +194,8 @@ static int agent_punch_attempt(agent_api_t *api, const agent_stun_target_t *st, 
     if (agent_punch_init(&t->punch, fd, MM_PUNCH_OFFERER, t->session_id, json_string_value(json_object_get(answer, "secret")),
                          json_object_get(peer, "candidates"), err) != 0)
         goto out;
-    rc = agent_punch_probe(&t->punch, agent_punch_start(answer, received, rtt), NULL, NULL);
+    start = agent_punch_start(answer, received, rtt);
+    rc = agent_punch_probe(&t->punch, start, agent_min_u64(start + AGENT_PUNCH_PROBE_MS, deadline), NULL, NULL);
     if (rc == 1)
         agent_punch_answer_until(&t->punch, mm_mono_ms() + AGENT_PUNCH_LINGER_MS, NULL, NULL);
 out:
@@ -190,6 +205,13 @@ out:
     else
         t->punch.fd = fd; /* kept for --hold */
     return rc;
+}
+
+/* Failures a new attempt may not meet: a lost packet, a connection broken by a lossy link. */
+static int agent_punch_retryable(const agent_err_t *err)
+{
+    return strcmp(err->code, "server_unreachable") == 0 || strcmp(err->code, "stun_unreachable") == 0 ||
+           strcmp(err->code, "unavailable") == 0;
 }
 
 static int agent_is_symmetric(const char *nat)
@@ -214,15 +236,18 @@ int agent_cmd_punch(agent_args_t *args)
     if (agent_conf_load(&conf, args->server, &err) != 0 || agent_stun_target(&conf, args->stun, args->stun_alt, &st, &err) != 0 ||
         (api = agent_api_new(&conf, &err)) == NULL)
         goto fail;
-    agent_api_set_timeout(api, 30000);
     for (attempt = 1; attempt <= AGENT_PUNCH_ATTEMPTS; ++attempt) {
         memset(t, 0, sizeof(*t));
-        if ((rc = agent_punch_attempt(api, &st, email, deadline, t, &err)) != 0)
+        if ((rc = agent_punch_attempt(api, &st, email, deadline, t, &err)) == 1)
             break;
-        mm_info("punch attempt %d to %s: no authenticated reply from %zu address(es) in %d s", attempt, email, t->punch.ncands,
-                AGENT_PUNCH_PROBE_MS / 1000);
+        if (rc < 0 && !agent_punch_retryable(&err))
+            break;
+        if (rc == 0)
+            mm_info("punch attempt %d to %s: no authenticated reply from %zu address(es)", attempt, email, t->punch.ncands);
+        else
+            mm_info("punch attempt %d to %s: %s", attempt, email, err.msg);
         if (agent_is_symmetric(t->mapping.nat_mapping) || agent_is_symmetric(t->peer_nat) ||
-            mm_mono_ms() + AGENT_PUNCH_PROBE_MS + 1500 > deadline)
+            agent_left(deadline) < AGENT_PUNCH_PROBE_MS + 1500)
             break;
     }
     if (rc < 0)

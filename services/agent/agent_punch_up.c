@@ -17,7 +17,7 @@
 
 #define AGENT_PUNCH_UP_SESSIONS 8 /* at once; mm-signal queues at most 8 offers per target */
 #define AGENT_PUNCH_UP_WAIT_S 25
-#define AGENT_PUNCH_UP_STUN_MS 2000
+#define AGENT_PUNCH_UP_STUN_MS 3000
 
 typedef struct agent_punch_job {
     struct agent_punch_up *owner;
@@ -131,7 +131,14 @@ static void *agent_punch_up_session(void *arg)
         agent_punch_up_failed(job->offer, "stun_unreachable", &err);
         goto out;
     }
-    if ((api = agent_api_new(&pu->up->conf, &err)) == NULL || agent_punch_up_answer(api, sid, &m, &answer, &err) != 0) {
+    if ((api = agent_api_new(&pu->up->conf, &err)) == NULL) {
+        agent_punch_up_failed(job->offer, "internal", &err);
+        goto out;
+    }
+    agent_api_set_timeout(api, 5000);
+    /* once more on a new connection when the first never got an answer (a lossy link) */
+    if (agent_punch_up_answer(api, sid, &m, &answer, &err) != 0 &&
+        (strcmp(err.code, "server_unreachable") != 0 || agent_punch_up_answer(api, sid, &m, &answer, &err) != 0)) {
         agent_punch_up_failed(job->offer, "answer_refused", &err);
         goto out;
     }
@@ -146,7 +153,7 @@ static void *agent_punch_up_session(void *arg)
     }
     in = (double)json_integer_value(json_object_get(answer, "punch_in_ms"));
     start = (double)received + in - rtt / 2 > (double)received ? (uint64_t)((double)received + in - rtt / 2) : received;
-    if ((rc = agent_punch_probe(p, start, agent_punch_job_stopping, job)) < 0)
+    if ((rc = agent_punch_probe(p, start, start + AGENT_PUNCH_PROBE_MS, agent_punch_job_stopping, job)) < 0)
         goto out;
     if (rc == 0) {
         /* no ACK of ours came back; the other side may still have won with our ACKs */

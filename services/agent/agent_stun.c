@@ -14,7 +14,8 @@
 #include "agent_punch.h"
 
 #define AGENT_STUN_ALT_GRACE_MS 1000 /* how long the alternate port may lag behind the primary */
-#define AGENT_STUN_RTO_MS 100        /* first retransmission; doubles, as RFC 8489 §6.2.1 (whose 500 ms suits the internet) */
+#define AGENT_STUN_RTO_MS 100        /* first retransmission; doubles as in RFC 8489 §6.2.1 (whose 500 ms suits the internet), */
+#define AGENT_STUN_RTO_MAX_MS 250    /* up to this: a 20-byte request is cheap, and a lossy link needs many */
 
 /* The host of an https:// URL ("[v6]" without brackets) into `host`. */
 static int agent_stun_url_host(const char *url, char *host, size_t size)
@@ -229,7 +230,7 @@ int agent_stun_map(int fd, const agent_stun_target_t *t, uint64_t deadline, agen
                 if (!q[i].done)
                     agent_stun_send(fd, &q[i], now);
             next = now + rto;
-            rto = rto * 2 > 1600 ? 1600 : rto * 2;
+            rto = rto * 2 > AGENT_STUN_RTO_MAX_MS ? AGENT_STUN_RTO_MAX_MS : rto * 2;
         }
         if (poll(&pfd, 1, (int)((next < deadline ? next : deadline) - now)) > 0)
             agent_stun_read(fd, q, 2, mm_mono_ms());
