@@ -68,7 +68,7 @@ UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 LOAD_SRC := $(wildcard tests/load/*.c)
 LOAD_BINS := $(LOAD_SRC:tests/load/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps up down test test-unit test-integration bench fuzz fmt fmt-check lint install clean
+.PHONY: all deps up down test test-unit test-integration test-nat test-e2e bench fuzz fmt fmt-check lint install clean
 
 all: $(BINS)
 
@@ -102,12 +102,17 @@ down:
 test: deps
 	@$(MAKE) --no-print-directory all $(UNIT_BINS) $(LOAD_BINS)
 	@$(MAKE) --no-print-directory test-unit test-integration
+	@$(MAKE) --no-print-directory test-nat
 
 test-unit: $(UNIT_BINS)
 	@deploy/local/run-unit.sh $(UNIT_BINS)
 
 test-integration: all
 	MM_BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
+
+# the network-namespace NAT lab (tests/e2e; root, else skipped with the reason)
+test-nat test-e2e: all
+	MM_BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests/e2e $(PYTEST_ARGS)
 
 bench: all $(LOAD_BINS)
 	@tests/load/run-all.sh

@@ -13,39 +13,11 @@ import os
 import pytest
 
 import mm
+import mm_pytest
+from mm_pytest import pytest_runtest_makereport, pytest_terminal_summary  # noqa: F401
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    rep = outcome.get_result()
-    if rep.failed:
-        # What each live process logged during this test (all of it for
-        # processes the test started itself), at most the last 30 lines.
-        offsets = getattr(item, "_mm_log_offsets", {})
-        for p in list(mm.LIVE_PROCS):
-            text = mm.tail(p.log, 30, since=offsets.get(p.log, 0))
-            if text.strip():
-                rep.sections.append((f"log during the test: {p.name} (pid {p.p.pid}, {p.log})", text))
-
-
-_KEPT = []
-
-
-def pytest_terminal_summary(terminalreporter):
-    for d in _KEPT:
-        terminalreporter.write_line(f"integration run directory kept (logs, certificates): {d}")
-
-
-@pytest.fixture(scope="session")
-def run_dir(request):
-    """The run's own short temp dir; kept when a test failed."""
-    d = mm.short_tmpdir("mmt")
-    yield d
-    if request.session.testsfailed or os.environ.get("MM_KEEP_TMP"):
-        _KEPT.append(d)
-    else:
-        mm.cleanup_dir(d)
+run_dir, _shared_processes_survive = mm_pytest.fixtures("mmt", "integration")
 
 
 @pytest.fixture(scope="session")
@@ -199,18 +171,3 @@ def registered(certs, curl, gateway):
                            display_name=display_name)
 
     return make
-
-
-@pytest.fixture(autouse=True)
-def _shared_processes_survive(request):
-    """No process may crash on any input (SPEC §8): after every test, every
-    process still registered as live must still run. Also notes where each
-    log stood when the test began, for the failure report."""
-    request.node._mm_log_offsets = {p.log: mm.log_size(p.log) for p in mm.LIVE_PROCS}
-    yield
-    dead = [p for p in mm.LIVE_PROCS if not p.alive()]
-    for p in dead:
-        mm.LIVE_PROCS.remove(p)
-    assert not dead, "; ".join(
-        f"{p.name} died during this test (exit {p.p.returncode}); log:\n{mm.tail(p.log)}" for p in dead
-    )
