@@ -80,6 +80,9 @@ typedef struct agent_punch_try {
     char session_id[64];
     char peer_id[MM_PEER_ID_LEN + 1];
     char peer_nat[32]; /* the peer's nat_mapping, "" when it did not say */
+    /* monotonic ms: the attempt began, STUN answered, the offer was
+     * accepted, the answer arrived, probing started */
+    uint64_t begun, mapped_at, offered_at, answered_at, start;
     agent_punch_t punch;
 } agent_punch_try_t;
 
@@ -167,8 +170,60 @@ static uint64_t agent_punch_start(json_t *answer, uint64_t received, double rtt_
     return start > (double)now ? (uint64_t)start : now;
 }
 
+/* STUN on its own thread, while the command's thread sets up the HTTPS
+ * connection: on a lossy link both take a while, and neither needs the
+ * other. */
+typedef struct agent_stun_job {
+    int fd;
+    const agent_stun_target_t *st;
+    uint64_t deadline;
+    agent_mapping_t *m;
+    agent_err_t err;
+    int rc;
+    uint64_t done_at;
+} agent_stun_job_t;
+
+static void *agent_stun_job_run(void *arg)
+{
+    agent_stun_job_t *j = arg;
+
+    j->rc = agent_stun_map(j->fd, j->st, j->deadline, j->m, &j->err);
+    j->done_at = mm_mono_ms();
+    return NULL;
+}
+
+/* The mapping of `fd`, and meanwhile (first attempt only) a lookup of
+ * `email`, which opens the connection the offer then uses and says at once
+ * when the peer is offline. 0, or -1 with err. */
+static int agent_punch_map(agent_api_t *api, int fd, const agent_stun_target_t *st, const char *email, int lookup,
+                           uint64_t deadline, agent_punch_try_t *t, agent_err_t *err)
+{
+    agent_stun_job_t job = {
+        .fd = fd, .st = st, .deadline = agent_min_u64(mm_mono_ms() + AGENT_PUNCH_STUN_MS, deadline), .m = &t->mapping};
+    json_t *peer = NULL;
+    pthread_t th;
+    int rc = 0;
+
+    if (!lookup || pthread_create(&th, NULL, agent_stun_job_run, &job) != 0) {
+        agent_stun_job_run(&job);
+    } else {
+        agent_api_set_timeout(api, (long)agent_min_u64((uint64_t)agent_left(deadline), AGENT_PUNCH_CALL_MS));
+        rc = agent_api_lookup(api, "email", email, &peer, err);
+        json_decref(peer);
+        pthread_join(th, NULL);
+        if (rc != 0)
+            return -1;
+    }
+    t->mapped_at = job.done_at;
+    if (job.rc != 0) {
+        *err = job.err;
+        return -1;
+    }
+    return 0;
+}
+
 /* One attempt: 1 path, 0 no path (retry may help), -1 err set (do not retry). */
-static int agent_punch_attempt(agent_api_t *api, const agent_stun_target_t *st, const char *email, uint64_t deadline,
+static int agent_punch_attempt(agent_api_t *api, const agent_stun_target_t *st, const char *email, int first, uint64_t deadline,
                                agent_punch_try_t *t, agent_err_t *err)
 {
     json_t *answer = NULL, *peer;
@@ -177,11 +232,14 @@ static int agent_punch_attempt(agent_api_t *api, const agent_stun_target_t *st, 
     int fd, rc = -1;
     const char *nat;
 
+    t->begun = mm_mono_ms();
     if ((fd = agent_udp_open(st->server.family, err)) < 0)
         return -1;
-    if (agent_stun_map(fd, st, agent_min_u64(mm_mono_ms() + AGENT_PUNCH_STUN_MS, deadline), &t->mapping, err) != 0 ||
-        agent_punch_offer(api, email, t, deadline, err) != 0)
+    if (agent_punch_map(api, fd, st, email, first, deadline, t, err) != 0)
         goto out;
+    if (agent_punch_offer(api, email, t, deadline, err) != 0)
+        goto out;
+    t->offered_at = mm_mono_ms();
     rtt = agent_api_last_rtt_ms(api);
     if (agent_punch_wait_answer(api, email, t, agent_min_u64(mm_mono_ms() + AGENT_PUNCH_ANSWER_WAIT_MS, deadline), &answer,
                                 &received, err) != 0)
@@ -194,7 +252,8 @@ static int agent_punch_attempt(agent_api_t *api, const agent_stun_target_t *st, 
     if (agent_punch_init(&t->punch, fd, MM_PUNCH_OFFERER, t->session_id, json_string_value(json_object_get(answer, "secret")),
                          json_object_get(peer, "candidates"), err) != 0)
         goto out;
-    start = agent_punch_start(answer, received, rtt);
+    t->answered_at = received;
+    t->start = start = agent_punch_start(answer, received, rtt);
     rc = agent_punch_probe(&t->punch, start, agent_min_u64(start + AGENT_PUNCH_PROBE_MS, deadline), NULL, NULL);
     if (rc == 1)
         agent_punch_answer_until(&t->punch, mm_mono_ms() + AGENT_PUNCH_LINGER_MS, NULL, NULL);
@@ -231,6 +290,7 @@ int agent_cmd_punch(agent_args_t *args)
     agent_err_t err;
     char local[64], remote[64], mapped[64];
     mm_addr_t via;
+    json_t *out;
     int attempt, rc = -1;
 
     if (agent_conf_load(&conf, args->server, &err) != 0 || agent_stun_target(&conf, args->stun, args->stun_alt, &st, &err) != 0 ||
@@ -238,7 +298,7 @@ int agent_cmd_punch(agent_args_t *args)
         goto fail;
     for (attempt = 1; attempt <= AGENT_PUNCH_ATTEMPTS; ++attempt) {
         memset(t, 0, sizeof(*t));
-        if ((rc = agent_punch_attempt(api, &st, email, deadline, t, &err)) == 1)
+        if ((rc = agent_punch_attempt(api, &st, email, attempt == 1, deadline, t, &err)) == 1)
             break;
         if (rc < 0 && !agent_punch_retryable(&err))
             break;
@@ -273,10 +333,17 @@ int agent_cmd_punch(agent_args_t *args)
     agent_addr_str(&t->mapping.mapped, mapped);
     agent_out_line("Direct UDP path to %s: %s -> %s, round trip %.1f ms (found in %llu ms, attempt %d)", email, local, remote,
                    t->punch.rtt_ms, (unsigned long long)(t->punch.path_at - t0), attempt);
-    agent_out_ok(json_pack("{s:s,s:s,s:s,s:s,s:s,s:f,s:I,s:i,s:s?,s:s?,s:s}", "email", email, "peer_id", t->peer_id, "local", local,
-                           "remote", remote, "mapped", mapped, "rtt_ms", t->punch.rtt_ms, "time_ms",
-                           (json_int_t)(t->punch.path_at - t0), "attempts", attempt, "nat_mapping", t->mapping.nat_mapping,
-                           "peer_nat_mapping", t->peer_nat[0] != '\0' ? t->peer_nat : NULL, "session_id", t->session_id));
+    out = json_pack("{s:s,s:s,s:s,s:s,s:s,s:f,s:I,s:i,s:s?,s:s?,s:s}", "email", email, "peer_id", t->peer_id, "local", local,
+                    "remote", remote, "mapped", mapped, "rtt_ms", t->punch.rtt_ms, "time_ms", (json_int_t)(t->punch.path_at - t0),
+                    "attempts", attempt, "nat_mapping", t->mapping.nat_mapping, "peer_nat_mapping",
+                    t->peer_nat[0] != '\0' ? t->peer_nat : NULL, "session_id", t->session_id);
+    /* where the time went in the attempt that won: each step's end, from the command's start */
+    json_object_set_new(out, "steps_ms",
+                        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "attempt", (json_int_t)(t->begun - t0), "stun",
+                                  (json_int_t)(t->mapped_at - t0), "offer", (json_int_t)(t->offered_at - t0), "answer",
+                                  (json_int_t)(t->answered_at - t0), "probe_start", (json_int_t)(t->start - t0), "path",
+                                  (json_int_t)(t->punch.path_at - t0)));
+    agent_out_ok(out);
     close(t->punch.fd);
     agent_api_free(api);
     free(t);

@@ -13,7 +13,7 @@
 #include "mm/stun.h"
 #include "agent_punch.h"
 
-#define AGENT_STUN_ALT_GRACE_MS 1000 /* how long the alternate port may lag behind the primary */
+#define AGENT_STUN_ALT_GRACE_MS 1500 /* how long the alternate port may lag behind the primary (a lossy link) */
 #define AGENT_STUN_RTO_MS 100        /* first retransmission; doubles as in RFC 8489 §6.2.1 (whose 500 ms suits the internet), */
 #define AGENT_STUN_RTO_MAX_MS 250    /* up to this: a 20-byte request is cheap, and a lossy link needs many */
 

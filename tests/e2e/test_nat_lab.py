@@ -419,8 +419,10 @@ def punch(agent, target, timeout=60, *extra):
     return r, time.monotonic() - t0
 
 
-def assert_punched(r, wall, agent, target, n_from, n_to, context):
-    """A successful punch from site n_from to site n_to, as the contract says."""
+def assert_punched(r, wall, agent, target, n_from, n_to, context, lossy=False):
+    """A successful punch from site n_from to site n_to, as the contract says.
+    `lossy`: c1's second STUN port may have stayed silent through the loss
+    (nat_mapping null: unknown), but never reads as address-dependent."""
     assert r.rc == 0 and r.json is not None and r.json.get("ok") is True, f"punch failed: {r!r}\n{context()}"
     j = r.json
     missing = PUNCH_OK_KEYS - set(j)
@@ -429,7 +431,8 @@ def assert_punched(r, wall, agent, target, n_from, n_to, context):
     assert _ip_port(j["local"])[0] == client_ip(n_from), f"local should be {client_ip(n_from)}:port: {j}"
     assert _ip_port(j["remote"])[0] == wan_ip(n_to), f"remote should be r{n_to}'s {wan_ip(n_to)}:port: {j}"
     assert _ip_port(j["mapped"])[0] == wan_ip(n_from), f"mapped should be r{n_from}'s {wan_ip(n_from)}:port: {j}"
-    assert j["nat_mapping"] == "endpoint-independent" and j["peer_nat_mapping"] == "endpoint-independent", j
+    assert j["nat_mapping"] == "endpoint-independent" or (lossy and j["nat_mapping"] is None), j
+    assert j["peer_nat_mapping"] == "endpoint-independent", j
     assert isinstance(j["rtt_ms"], (int, float)) and j["rtt_ms"] >= 0, j
     assert isinstance(j["time_ms"], (int, float)) and 0 < j["time_ms"] <= wall * 1000 + 50, (
         f"time_ms {j.get('time_ms')} vs the process's {wall * 1000:.0f} ms: {j}")
@@ -477,7 +480,7 @@ def test_punch_succeeds_with_30_percent_loss_on_r1(lab, agents, daemons):
     with lab.loss("r1", 30):
         r, wall = punch(a1, a2, 90)
         drops = lab.loss_drops("r1")
-        assert_punched(r, wall, a1, a2, 1, 2, context)
+        assert_punched(r, wall, a1, a2, 1, 2, context, lossy=True)
     assert drops, f"the loss rule on r1 dropped nothing ({drops!r}): was it in place?\n{lab.ruleset('r1')}"
     assert lab.loss_drops("r1") is None, "the loss table is still on r1"
 

@@ -66,6 +66,14 @@ class Case:
         self.failures = collections.Counter()
         self.examples = {}  # failure code -> one output
         self.drops = None
+        self.steps = collections.defaultdict(list)  # step -> its end (ms from the start) in each success
+        self.attempts = collections.Counter()
+
+    def steps_row(self):
+        """Where the time went: the median end of each step of the attempt that won."""
+        order = ["stun", "offer", "answer", "probe_start", "path"]
+        return (f"  {self.name:<28} " + "  ".join(f"{k} {fmt(percentile(self.steps[k], 50))}" for k in order if self.steps[k])
+                + "   attempts " + ", ".join(f"{n}: {c}" for n, c in sorted(self.attempts.items())))
 
     def row(self):
         fails = ", ".join(f"{c} x{n}" for c, n in self.failures.most_common()) or "-"
@@ -90,6 +98,9 @@ def run_case(case, agent, target, runs, timeout, daemons):
             case.wall_ms.append(wall)
             if isinstance(r.json.get("time_ms"), (int, float)):
                 case.time_ms.append(r.json["time_ms"])
+            for k, v in (r.json.get("steps_ms") or {}).items():
+                case.steps[k].append(v)
+            case.attempts[r.json.get("attempts")] += 1
         else:
             case.failures[code] += 1
             case.examples.setdefault(code, repr(r)[:600])
@@ -160,6 +171,9 @@ def main():
     print(f"  {'case':<28} {'ok':>7} {'rate':>6}   {'time_ms p50/p95':>13}   {'wall ms p50/p95':>13}   failures")
     for c in cases:
         print(c.row())
+    print("  median end of each step of the winning attempt (ms from the command's start):")
+    for c in cases:
+        print(c.steps_row())
     if cases[1].drops is not None:
         print(f"  r1's loss rule dropped {cases[1].drops} packets during case 2")
     for c in cases:
