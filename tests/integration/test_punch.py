@@ -4,6 +4,9 @@ MM_STUN / MM_STUN_ALT). No NAT here: the NAT cases are in tests/e2e (the
 network-namespace lab); these check the protocol, the output and every
 failure the agent must explain."""
 
+import base64
+import hashlib
+import hmac
 import itertools
 import json
 import os
@@ -179,3 +182,98 @@ def test_punch_again_and_again(agent, share, daemons):
     sessions = {a.ok("punch", b.email, timeout=40).json["session_id"] for _ in range(10)}
     assert len(sessions) == 10
     assert not [e for e in d.events() if e.get("event") == "punch_ignored"], d.events()
+
+
+def _pkt(kind, role, sid, seq, echo, secret, mac=None):
+    """A punch packet (proto/punch.md), written independently of common/src/punch.c."""
+    head = b"MMP1" + bytes([kind, role, 0, 0]) + sid + seq.to_bytes(8, "big") + echo.to_bytes(8, "big")
+    return head + (mac if mac is not None else hmac.new(secret, head, hashlib.sha256).digest())
+
+
+def _read(sock, secret, timeout):
+    """The next authentic packet: (type, role, seq, echo, source), or None after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            data, src = sock.recvfrom(2048)
+        except socket.timeout:
+            return None
+        if len(data) != 72 or data[:4] != b"MMP1":
+            continue
+        assert hmac.compare_digest(data[40:], hmac.new(secret, data[:40], hashlib.sha256).digest()), data
+        return data[4], data[5], int.from_bytes(data[24:32], "big"), int.from_bytes(data[32:40], "big"), src
+    return None
+
+
+def _acks(sock, secret, timeout):
+    """The echo of every ACK that arrives within `timeout` (probes ignored)."""
+    out, deadline = [], time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        p = _read(sock, secret, left)
+        if p is not None and p[0] == 2:
+            out.append(p[3])
+    return out
+
+
+def test_daemon_speaks_the_punch_protocol(agent, share, daemons, curl, gw):
+    """The daemon's side against an offerer written here from proto/punch.md
+    alone: its probes are authentic, carry the answerer's role and reach
+    the offered candidate; it answers an authentic probe with an ACK that
+    echoes it, and nothing else (a wrong MAC, our own role reflected back,
+    a replay); an ACK to one of its probes gives it the path; 15 s later it
+    sends a keepalive on that path."""
+    a, b = agent("a"), agent("b")
+    d = b.up(share, allow=[a.email])
+    daemons.append(d)
+    me = mm.Cert(a.cert, a.key, a.email)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        r = curl(gw.url("/api/signal/offer"), cert=me, http="2",
+                 json_body={"to": b.email, "candidates": [{"ip": "127.0.0.1", "port": port, "type": "host"}]})
+        assert r.status == 201, r
+        sid_hex = r.json()["session_id"]
+        r = curl(gw.url(f"/api/signal/session/{sid_hex}?wait=10"), method="GET", cert=me, http="2")
+        assert r.status == 200 and r.json()["state"] == "answered", r
+        secret, sid = base64.b64decode(r.json()["secret"]), bytes.fromhex(sid_hex)
+        cands = {(c["ip"], c["port"]) for c in r.json()["peer"]["candidates"]}
+
+        probe = _read(s, secret, r.json()["punch_in_ms"] / 1000 + 3)
+        assert probe is not None, f"no probe from the daemon; events {d.events()}"
+        kind, role, seq, echo, src = probe
+        assert (kind, role, echo) == (1, 2, 0) and seq >= 1, probe
+        assert (src[0], src[1]) in cands, f"a probe from {src}, not from a candidate of the answer: {cands}"
+
+        bad_mac = _pkt(1, 1, sid, 1, 0, secret, mac=bytes(32))
+        reflected = _pkt(1, 2, sid, 1, 0, secret)
+        other_session = _pkt(1, 1, bytes(16), 1, 0, secret)
+        for junk in (bad_mac, reflected, other_session):
+            s.sendto(junk, src)
+        assert _acks(s, secret, 0.3) == [], "the daemon answered a packet it must drop"
+        good = _pkt(1, 1, sid, 5, 0, secret)
+        s.sendto(good, src)
+        assert _acks(s, secret, 1.0) == [5]
+        s.sendto(good, src)  # a replay
+        assert _acks(s, secret, 0.3) == [], "the daemon answered a replayed probe"
+
+        # answer one of its probes: it then has the path
+        while True:
+            p = _read(s, secret, 2)
+            assert p is not None, f"the daemon stopped probing early; events {d.events()}"
+            if p[0] == 1:
+                s.sendto(_pkt(2, 1, sid, 6, p[2], secret), p[4])
+                break
+        ev = d.wait_event("punched", timeout=5)
+        assert ev["session_id"] == sid_hex and ev["remote"] == f"127.0.0.1:{port}", ev
+
+        t0 = time.monotonic()
+        while True:
+            p = _read(s, secret, 20 - (time.monotonic() - t0))
+            assert p is not None, f"no keepalive within 20 s; events {d.events()}"
+            if p[0] == 3:
+                break
+        assert 14 <= time.monotonic() - t0 <= 17, f"keepalive after {time.monotonic() - t0:.1f} s, not 15"
+        assert p[3] == 0 and p[4] == src, p
+        s.sendto(_pkt(2, 1, sid, 7, p[2], secret), p[4])
+    assert d.alive()
