@@ -72,14 +72,15 @@ static const agent_cmd_t agent_cmds[] = {
      "Examples:\n"
      "  mm get bob@example.com photos/cat.jpg\n"
      "  mm get bob@example.com big.iso -o /tmp/big.iso"},
-    {"punch", agent_cmd_punch, "timeout stun stun-alt", 1, 1, "punch EMAIL [--stun HOST[:PORT]] [--stun-alt PORT]",
+    {"punch", agent_cmd_punch, "timeout stun stun-alt", 1, 1, "punch EMAIL [--timeout S] [--stun HOST[:PORT]] [--stun-alt PORT]",
      "Opens a direct UDP path to EMAIL's machine through both NATs (hole punching): learns this machine's\n"
      "public UDP address from mm-signal's STUN, offers it to the peer through mm-signal, and once the\n"
      "peer's mm up answers, both sides send authenticated probes to each other's addresses at the same\n"
      "moment. Prints the local and remote address of the first path that answered, and its round trip.\n"
-     "Up to 3 more attempts when one fails; gives up within 30 s, saying why (a NAT that maps per\n"
-     "destination, \"symmetric\", cannot be punched). The peer must run mm up with you in its --allow\n"
-     "list (or --public). --stun: where mm-signal's STUN listens (default: the server's host, port 3478;\n"
+     "Up to 3 more attempts when one fails; gives up within 30 s (or --timeout S), saying why (a NAT\n"
+     "that maps per destination, \"symmetric\", cannot be punched). The peer must run mm up with you in\n"
+     "its --allow list (or --public).\n"
+     "--stun: where mm-signal's STUN listens (default: the server's host, port 3478;\n"
      "MM_STUN); --stun-alt: its second port (default PORT + 1; MM_STUN_ALT).\n\n"
      "Examples:\n"
      "  mm punch bob@example.com\n"
