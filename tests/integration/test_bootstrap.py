@@ -456,6 +456,14 @@ def test_many_nodes_sample(bs, certs, curl, nodes):
         assert len(set(draws)) > 1, "three draws of 20 out of 30+ nodes were identical"
 
 
+def _reaped(st, peer_id):
+    """The reaper is done with a membership: its row is deleted and, after
+    that (it leaves the deadline index only once the row is gone), its
+    deadline entry too."""
+    m = membership(st, peer_id)
+    return m["row"] is None and m["deadline"] is None
+
+
 def test_node_gone_with_its_broadcast(short, certs, curl):
     """A node whose presence expires disappears with it, and mm-reaper ends
     the broadcast and the membership together: one offline and one
@@ -476,7 +484,7 @@ def test_node_gone_with_its_broadcast(short, certs, curl):
         mm.wait_for(lambda: c.peer_id not in [n["peer_id"] for n in discovered(curl, g, observer)], timeout=3,
                     interval=0.05, what="the node to disappear with its presence")
         assert time.time() >= presence_end - 0.05, "gone before the presence ran out"
-        mm.wait_for(lambda: membership(st, c.peer_id)["row"] is None, timeout=MAX_LAG + 1, interval=0.05,
+        mm.wait_for(lambda: _reaped(st, c.peer_id), timeout=MAX_LAG + 1, interval=0.05,
                     what="the reaper to end the membership with the broadcast")
         assert time.time() - presence_end <= MAX_LAG + 0.3, "reaped too late"
         m = membership(st, c.peer_id)
@@ -505,7 +513,7 @@ def test_membership_expires(short, certs, curl):
     mm.wait_for(lambda: c.peer_id not in [n["peer_id"] for n in discovered(curl, g, observer)], timeout=2,
                 interval=0.05, what="the node to disappear when its membership expires")
     assert time.time() >= deadline - 0.05, "gone before its TTL ran out"
-    mm.wait_for(lambda: membership(st, c.peer_id)["row"] is None, timeout=MAX_LAG + 1, interval=0.05,
+    mm.wait_for(lambda: _reaped(st, c.peer_id), timeout=MAX_LAG + 1, interval=0.05,
                 what="the reaper to delete the expired membership's row")
     lag = time.time() - deadline
     assert lag <= MAX_LAG + 0.3, f"reaped {lag:.2f} s after the TTL ran out"
@@ -564,8 +572,8 @@ def test_reaper_down(short, certs, curl, run_dir):
                 "no reaper runs: the rows should still be there")
     finally:
         short.reaper = mm.Reaper(st, run_dir, name="mm-reaper-bootshort2", MM_SWEEP_INTERVAL=SWEEP).start()
-    mm.wait_for(lambda: membership(st, x.peer_id)["row"] is None and st.broadcast(y.peer_id) is None, timeout=5,
-                interval=0.1, what="the new reaper to end both")
+    mm.wait_for(lambda: _reaped(st, x.peer_id) and _reaped(st, y.peer_id) and st.broadcast(y.peer_id) is None,
+                timeout=5, interval=0.1, what="the new reaper to end both")
     assert membership(st, y.peer_id)["row"] is None
     ex, ey = bootstrap_events(st, x.peer_id), bootstrap_events(st, y.peer_id)
     assert [k for k, _ in ex] == ["bootstrap_on", "bootstrap_off"] and ex[1][1]["found_by"] == "sweep", ex
