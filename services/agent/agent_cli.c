@@ -107,10 +107,22 @@ static int agent_cli_number(const agent_args_t *args, const char *opt, const cha
     return 0;
 }
 
+/* A whole number from `min` to 65535 (a port). */
+static int agent_cli_port(const agent_args_t *args, const char *opt, const char *v, double min, int64_t *out)
+{
+    double d;
+
+    if (agent_cli_number(args, opt, v, min, 65535, &d) != 0)
+        return AGENT_EXIT_USAGE;
+    if (d != floor(d))
+        return agent_cli_usage_error(args, "--%s %s: expected a whole number", opt, v);
+    *out = (int64_t)d;
+    return 0;
+}
+
 int agent_cli_parse(const agent_cmd_t *cmd, int argc, char **argv, agent_args_t *args)
 {
     int c, idx;
-    double d;
 
     memset(args, 0, sizeof(*args));
     args->cmd = cmd->name;
@@ -161,11 +173,8 @@ int agent_cli_parse(const agent_cmd_t *cmd, int argc, char **argv, agent_args_t 
             args->share = optarg;
             break;
         case OPT_PORT:
-            if (agent_cli_number(args, "port", optarg, 0, 65535, &d) != 0)
+            if (agent_cli_port(args, "port", optarg, 0, &args->port) != 0)
                 return AGENT_EXIT_USAGE;
-            if (d != floor(d))
-                return agent_cli_usage_error(args, "--port %s: expected a whole number", optarg);
-            args->port = (int64_t)d;
             break;
         case OPT_ALLOW:
             agent_cli_push(&args->allow, &args->nallow, optarg);
@@ -193,11 +202,8 @@ int agent_cli_parse(const agent_cmd_t *cmd, int argc, char **argv, agent_args_t 
             args->stun = optarg;
             break;
         case OPT_STUN_ALT:
-            if (agent_cli_number(args, "stun-alt", optarg, 1, 65535, &d) != 0)
+            if (agent_cli_port(args, "stun-alt", optarg, 1, &args->stun_alt) != 0)
                 return AGENT_EXIT_USAGE;
-            if (d != floor(d))
-                return agent_cli_usage_error(args, "--stun-alt %s: expected a whole number", optarg);
-            args->stun_alt = (int64_t)d;
             break;
         default:
             return agent_cli_usage_error(args, "unknown option");

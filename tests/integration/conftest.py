@@ -171,3 +171,20 @@ def registered(certs, curl, gateway):
                            display_name=display_name)
 
     return make
+
+
+@pytest.fixture
+def daemons():
+    """Daemons a test starts; any still running at the end is stopped (and must exit 0)."""
+    started = []
+    yield started
+    errors = []
+    for d in started:
+        if d.alive():
+            try:
+                d.stop()
+            except AssertionError as e:
+                errors.append(str(e))
+        else:
+            d._close()
+    assert not errors, "\n".join(errors)

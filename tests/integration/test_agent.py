@@ -39,23 +39,6 @@ def agent(run_dir, gateway, server_ca):
 
 
 @pytest.fixture
-def daemons():
-    """Daemons a test starts; any still running at the end is stopped (and must exit 0)."""
-    started = []
-    yield started
-    errors = []
-    for d in started:
-        if d.alive():
-            try:
-                d.stop()
-            except AssertionError as e:
-                errors.append(str(e))
-        else:
-            d._close()
-    assert not errors, "\n".join(errors)
-
-
-@pytest.fixture
 def share(run_dir):
     """A shared folder: big.bin (300 KB of random bytes), sub/hi.txt, a symlink
     inside (link.bin -> big.bin) and two out (escape -> a file beside the

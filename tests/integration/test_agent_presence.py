@@ -49,22 +49,6 @@ def share(run_dir):
     return d
 
 
-@pytest.fixture
-def daemons():
-    started = []
-    yield started
-    errors = []
-    for d in started:
-        if d.alive():
-            try:
-                d.stop()
-            except AssertionError as e:
-                errors.append(str(e))
-        else:
-            d._close()
-    assert not errors, "\n".join(errors)
-
-
 def _visible(observer, who):
     r = observer.mm("lookup", who.email)
     if r.rc == 0:

@@ -49,15 +49,6 @@ def agent(run_dir, gw, sig, server_ca):
 
 
 @pytest.fixture
-def daemons():
-    started = []
-    yield started
-    for d in started:
-        if d.alive():
-            d.stop()
-
-
-@pytest.fixture
 def share(run_dir):
     d = os.path.join(run_dir, "punch-share", f"s{next(_seq)}")
     os.makedirs(d)
