@@ -262,7 +262,7 @@ out:
     if (rc != 1)
         close(fd);
     else
-        t->punch.fd = fd; /* kept for --hold */
+        t->punch.fd = fd; /* the caller closes it once the result is out */
     return rc;
 }
 
